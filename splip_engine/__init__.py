@@ -1,0 +1,26 @@
+"""SpLIP engine: zero-shot sketch-based image retrieval with prompts for a frozen CLIP.
+
+Data flow (ENGINE.md): model/ + train + evaluation -> export/ (ONNX, TensorRT) ->
+runtime/ (load_engine, batched embedding) -> index/ (store, FAISS) -> serve/.
+- config: SpLIPConfig
+- model/: the SpLIP model on open_clip and build_model
+- checkpoint: save_checkpoint / load_checkpoint
+- errors: SpLIPError, the user-facing error family
+- io_utils: atomic writes
+- cli/: the `splip-engine` command
+"""
+from splip_engine._version import __version__
+from splip_engine.checkpoint import load_checkpoint, save_checkpoint
+from splip_engine.config import SpLIPConfig
+from splip_engine.errors import SpLIPError
+from splip_engine.model import SpLIP, build_model
+
+__all__ = [
+    "SpLIP",
+    "SpLIPConfig",
+    "SpLIPError",
+    "__version__",
+    "build_model",
+    "load_checkpoint",
+    "save_checkpoint",
+]

@@ -1,0 +1,13 @@
+"""The one error family the engine raises for bad input; the CLI turns it into one line + exit 2."""
+
+
+class SpLIPError(Exception):
+    """A user-facing error: the message names the bad value and how to fix it."""
+
+
+class PretrainedWeightsError(SpLIPError):
+    """Pretrained CLIP weights could not be found or downloaded."""
+
+
+class CheckpointError(SpLIPError):
+    """A SpLIP checkpoint directory is missing, incomplete or does not fit the model."""
