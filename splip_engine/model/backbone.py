@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch.nn as nn
 
@@ -59,20 +61,58 @@ def create_clip(clip_model: str, pretrained: str) -> nn.Module:
             f"pretrained={pretrained!r} is neither a file nor a known tag for {name} "
             f"(known tags: {tags or 'none'}); pass a local checkpoint file path or '' for random init"
         )
+    if pretrained and not is_file:
+        _check_download_possible(name, pretrained)
     try:
+        if not pretrained:  # random init is intended here: silence open_clip's "no weights" warning
+            logging.disable(logging.WARNING)
         model = open_clip.create_model(name, pretrained=pretrained or None, device="cpu")
     except RuntimeError as e:
         if is_file:
             raise PretrainedWeightsError(
                 f"could not load CLIP weights from {pretrained} into {name}: {str(e).splitlines()[0]}"
             ) from e
-        raise PretrainedWeightsError(
-            f"could not download the {name} weights for pretrained={pretrained!r} (offline? "
-            f"{str(e).splitlines()[0][:160]}); download them elsewhere and pass the file instead: "
-            f"--pretrained /path/to/{name}.pt (SpLIPConfig(pretrained='/path/to/file'))"
-        ) from e
+        raise _offline_error(name, pretrained, str(e).splitlines()[0][:160]) from e
+    finally:
+        logging.disable(logging.NOTSET)
     _check_supported(model, name)
     return model
+
+
+def _offline_error(name: str, pretrained: str, why: str) -> PretrainedWeightsError:
+    return PretrainedWeightsError(
+        f"could not download the {name} weights for pretrained={pretrained!r} ({why}); download them "
+        f"on a machine with internet access and pass the file instead: --pretrained /path/to/{name}.pt "
+        f"(Python: SpLIPConfig(pretrained='/path/to/file'))"
+    )
+
+
+def _check_download_possible(name: str, tag: str, timeout_s: float = 3.0) -> None:
+    """Fail fast, before open_clip's retry loops, when the weights are neither cached nor reachable."""
+    from open_clip.pretrained import get_pretrained_cfg
+
+    pcfg = get_pretrained_cfg(name, tag)
+    hf_hub, url = pcfg.get("hf_hub", ""), pcfg.get("url", "")
+    if hf_hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo_id, filename = os.path.split(hf_hub)
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        if any(isinstance(try_to_load_from_cache(repo_id, f), str) for f in names):
+            return
+        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+            raise _offline_error(name, tag, "HF_HUB_OFFLINE is set and they are not in the cache")
+        host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    elif url:
+        if (Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)).is_file():
+            return
+        host = urlparse(url).hostname
+    else:
+        return
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+    except OSError as e:
+        raise _offline_error(name, tag, f"not in the local cache and {host} is unreachable: {e}") from e
 
 
 def _check_supported(model: nn.Module, name: str) -> None:

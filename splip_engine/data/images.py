@@ -1,0 +1,183 @@
+"""Robust image decoding: any path, bytes, PIL image or uint8 array -> one RGB PIL image, or a
+specific ImageDecodeError (ENGINE.md "Bad input gets a clear error").
+
+Decoding order: header only -> size checks (zero size, decompression bomb) -> full decode ->
+EXIF orientation -> first frame -> mode to RGB (transparency composited onto white, CMYK
+converted, 16-bit scaled to 8-bit).
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import struct
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from splip_engine.errors import SpLIPError
+
+log = logging.getLogger(__name__)
+
+MAX_IMAGE_PIXELS = 50_000_000
+"""Images with more pixels are refused from their header, before decoding (decompression bombs).
+Change it here or pass `max_pixels=` to `load_image`. PIL's own guard (2 x
+PIL.Image.MAX_IMAGE_PIXELS, about 179 MP) still applies above that."""
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+
+WHITE = (255, 255, 255)
+_TRANSPARENT_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+_MAGIC = {
+    b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF",
+    b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"RIFF": "WEBP",
+}
+
+
+class ImageDecodeError(SpLIPError):
+    """An image could not be read; the message names the source and what is wrong with it."""
+
+
+def load_image(source: ImageSource, *, max_pixels: int | None = None) -> Image.Image:
+    """Decode `source` into an RGB PIL image, upright (EXIF) and opaque (transparency -> white).
+
+    `source`: a file path, encoded bytes, a PIL image, or a uint8 array (H, W), (H, W, 3) or
+    (H, W, 4). `max_pixels` (default MAX_IMAGE_PIXELS) bounds width x height of encoded images.
+    Raises ImageDecodeError with a specific message for every kind of bad input.
+    """
+    limit = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    if isinstance(source, (str, os.PathLike)):
+        image = _decode_path(Path(source), limit)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        image = _decode_stream(io.BytesIO(source), "<bytes>", limit)
+    elif isinstance(source, Image.Image):
+        image = _loaded(source, "<PIL image>")
+    elif isinstance(source, np.ndarray):
+        image = _from_array(source)
+    else:
+        raise ImageDecodeError(
+            f"unsupported image source of type {type(source).__name__}; "
+            "pass a file path, encoded bytes, a PIL image or a uint8 HxWx3 numpy array"
+        )
+    name = str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
+    return _to_rgb(_upright(image, name), name)
+
+
+def _decode_path(path: Path, limit: int) -> Image.Image:
+    """Decode a file after checking it exists, is a file and is not empty (read lazily: the
+    size checks see only the header, so a huge file is never read whole)."""
+    if not path.exists():
+        raise ImageDecodeError(f"image file not found: {path}")
+    if path.is_dir():
+        raise ImageDecodeError(f"{path} is a directory, not an image file")
+    try:
+        with open(path, "rb") as stream:
+            return _decode_stream(stream, str(path), limit)
+    except OSError as e:
+        raise ImageDecodeError(f"cannot read image file {path}: {e.strerror or e}") from e
+
+
+def _decode_stream(stream: BinaryIO, name: str, limit: int) -> Image.Image:
+    """Open the header, refuse zero-size and over-limit images, then decode the first frame."""
+    head = stream.read(1024)
+    if not head:
+        raise ImageDecodeError(f"{name} is empty (0 bytes), not an image")
+    stream.seek(0)
+    try:
+        with warnings.catch_warnings():
+            # PIL warns above its own limit; ours (checked just below) decides instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(stream)
+    except Image.DecompressionBombError as e:
+        raise ImageDecodeError(f"{name} refused as a possible decompression bomb: {e}") from e
+    except UnidentifiedImageError as e:
+        raise ImageDecodeError(f"{name}: {_describe_unreadable(head)}") from e
+    except Exception as e:  # PIL plugins raise many types on corrupt headers
+        raise ImageDecodeError(f"{name}: corrupt image header ({type(e).__name__}: {e})") from e
+    width, height = image.size
+    if width * height == 0:
+        raise ImageDecodeError(f"{name} has zero size ({width}x{height})")
+    if width * height > limit:
+        raise ImageDecodeError(
+            f"{name} is {width}x{height} = {width * height:,} pixels, over the limit of {limit:,} "
+            "(decompression-bomb guard); pass max_pixels= or raise "
+            "splip_engine.data.images.MAX_IMAGE_PIXELS if the image is genuine"
+        )
+    return _loaded(image, name)
+
+
+def _loaded(image: Image.Image, name: str) -> Image.Image:
+    """Force the (first frame's) pixel decode so truncation and corruption surface here."""
+    try:
+        image.seek(0)
+        image.load()
+    except Exception as e:  # truncated data: OSError; corrupt streams: SyntaxError, ValueError, ...
+        kind = "truncated" if "truncated" in str(e) else "corrupt"
+        raise ImageDecodeError(f"{name}: {kind} image data ({type(e).__name__}: {e})") from e
+    if image.width * image.height == 0:
+        raise ImageDecodeError(f"{name} has zero size ({image.width}x{image.height})")
+    return image
+
+
+def _describe_unreadable(head: bytes) -> str:
+    """Say what an unidentifiable file looks like (from its first bytes): SVG, text, a known
+    format with a bad header."""
+    for magic, fmt in _MAGIC.items():
+        if head.startswith(magic):
+            if fmt == "PNG" and len(head) >= 24:
+                width, height = struct.unpack(">II", head[16:24])
+                if width * height == 0:
+                    return f"PNG with zero size ({width}x{height})"
+            return f"{fmt} data with a corrupt header (or zero width/height)"
+    if b"<svg" in head.lower():
+        return "an SVG vector image, not a raster image; rasterise it (e.g. to PNG) first"
+    try:
+        head.decode("utf-8")
+        return "a text file, not an image"
+    except UnicodeDecodeError:
+        return "not an image in any format PIL can read"
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    """Wrap a uint8 (H, W), (H, W, 3) or (H, W, 4) array as a PIL image."""
+    if array.dtype != np.uint8:
+        raise ImageDecodeError(
+            f"image array has dtype {array.dtype}; expected uint8 in 0..255 "
+            "(e.g. (x * 255).round().astype(np.uint8) for floats in 0..1)"
+        )
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageDecodeError(f"image array has shape {array.shape}; expected (H, W), (H, W, 3) or (H, W, 4)")
+    if array.shape[0] * array.shape[1] == 0:
+        raise ImageDecodeError(f"image array has zero size {array.shape}")
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _upright(image: Image.Image, name: str) -> Image.Image:
+    """Apply the EXIF orientation tag; a broken EXIF block is logged and ignored."""
+    try:
+        if image.getexif().get(ExifTags.Base.Orientation, 1) == 1:
+            return image  # upright already: skip exif_transpose's full copy
+        return ImageOps.exif_transpose(image)
+    except Exception as e:  # malformed EXIF must not cost the image
+        log.warning("%s: ignoring unreadable EXIF orientation (%s)", name, e)
+        return image
+
+
+def _to_rgb(image: Image.Image, name: str) -> Image.Image:
+    """Convert any PIL mode to RGB: alpha onto white, 16-bit scaled to 8-bit, CMYK/P/L/1 converted."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in _TRANSPARENT_MODES or "transparency" in image.info:
+        rgba = (image.convert("LA") if image.mode == "La" else image).convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, WHITE + (255,)), rgba).convert("RGB")
+    if image.mode in _SIXTEEN_BIT_MODES:
+        levels = np.clip(np.asarray(image).astype(np.int64), 0, 65535)  # (H, W) 16-bit levels
+        return Image.fromarray(((levels * 255 + 32767) // 65535).astype(np.uint8)).convert("RGB")
+    try:
+        return image.convert("RGB")
+    except Exception as e:  # modes PIL cannot convert
+        raise ImageDecodeError(f"{name}: unsupported pixel mode {image.mode!r} ({e})") from e
