@@ -286,13 +286,14 @@ def _category_mask_fn(q_categories: Any, g_categories: Any, targets: torch.Tenso
 
 
 _TITLES = {"map": "mAP", "prec": "P", "acc": "Acc"}
+_COUNT_TITLES = {"n_queries": "queries", "n_skipped": "skipped"}
 
 
 def _column_title(name: str) -> str:
     match = re.fullmatch(r"(map|prec|acc)_(\w+)", name)
     if match:
         return f"{_TITLES[match[1]]}@{match[2]} (%)"
-    return name
+    return _COUNT_TITLES.get(name, name)
 
 
 def _format_cell(value: Any) -> str:

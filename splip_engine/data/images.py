@@ -1,9 +1,9 @@
 """Robust image decoding: any path, bytes, PIL image or uint8 array -> one RGB PIL image, or a
 specific ImageDecodeError (ENGINE.md "Bad input gets a clear error").
 
-Decoding order: header only -> size checks (zero size, decompression bomb) -> full decode ->
-EXIF orientation -> first frame -> mode to RGB (transparency composited onto white, CMYK
-converted, 16-bit scaled to 8-bit).
+Decoding order: header only -> size checks (zero size, decompression bomb) -> decode of the
+first frame -> EXIF orientation -> mode to RGB (transparency composited onto white, CMYK
+converted, 16-bit scaled to 8-bit). PIL's warnings during decoding are logged, not raised.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import os
 import struct
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -27,7 +27,7 @@ MAX_IMAGE_PIXELS = 50_000_000
 Change it here or pass `max_pixels=` to `load_image`. PIL's own guard (2 x
 PIL.Image.MAX_IMAGE_PIXELS, about 179 MP) still applies above that."""
 
-ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
 
 WHITE = (255, 255, 255)
 _TRANSPARENT_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -51,19 +51,22 @@ def load_image(source: ImageSource, *, max_pixels: int | None = None) -> Image.I
     """
     limit = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     if isinstance(source, (str, os.PathLike)):
+        name = str(source)
         image = _decode_path(Path(source), limit)
     elif isinstance(source, (bytes, bytearray, memoryview)):
-        image = _decode_stream(io.BytesIO(source), "<bytes>", limit)
+        name = "<bytes>"
+        image = _decode_stream(io.BytesIO(source), name, limit)
     elif isinstance(source, Image.Image):
-        image = _loaded(source, "<PIL image>")
+        name = "<PIL image>"
+        image = _loaded(source, name)
     elif isinstance(source, np.ndarray):
+        name = "<array>"
         image = _from_array(source)
     else:
         raise ImageDecodeError(
             f"unsupported image source of type {type(source).__name__}; "
             "pass a file path, encoded bytes, a PIL image or a uint8 HxWx3 numpy array"
         )
-    name = str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
     return _to_rgb(_upright(image, name), name)
 
 
@@ -82,22 +85,31 @@ def _decode_path(path: Path, limit: int) -> Image.Image:
 
 
 def _decode_stream(stream: BinaryIO, name: str, limit: int) -> Image.Image:
+    """Decode with PIL's warnings captured and logged: they neither leak nor (under -W error)
+    turn a readable image into an exception, whatever the caller's warning filters are."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image = _decode_checked(stream, name, limit)
+    for warning in caught:
+        if not issubclass(warning.category, Image.DecompressionBombWarning):  # our own limit decides
+            log.warning("%s: %s", name, warning.message)
+    return image
+
+
+def _decode_checked(stream: BinaryIO, name: str, limit: int) -> Image.Image:
     """Open the header, refuse zero-size and over-limit images, then decode the first frame."""
     head = stream.read(1024)
     if not head:
         raise ImageDecodeError(f"{name} is empty (0 bytes), not an image")
     stream.seek(0)
     try:
-        with warnings.catch_warnings():
-            # PIL warns above its own limit; ours (checked just below) decides instead.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(stream)
+        image = Image.open(stream)
     except Image.DecompressionBombError as e:
         raise ImageDecodeError(f"{name} refused as a possible decompression bomb: {e}") from e
     except UnidentifiedImageError as e:
         raise ImageDecodeError(f"{name}: {_describe_unreadable(head)}") from e
     except Exception as e:  # PIL plugins raise many types on corrupt headers
-        raise ImageDecodeError(f"{name}: corrupt image header ({type(e).__name__}: {e})") from e
+        raise ImageDecodeError(f"{name}: {_damage(e)} image header ({type(e).__name__}: {e})") from e
     width, height = image.size
     if width * height == 0:
         raise ImageDecodeError(f"{name} has zero size ({width}x{height})")
@@ -116,11 +128,15 @@ def _loaded(image: Image.Image, name: str) -> Image.Image:
         image.seek(0)
         image.load()
     except Exception as e:  # truncated data: OSError; corrupt streams: SyntaxError, ValueError, ...
-        kind = "truncated" if "truncated" in str(e) else "corrupt"
-        raise ImageDecodeError(f"{name}: {kind} image data ({type(e).__name__}: {e})") from e
+        raise ImageDecodeError(f"{name}: {_damage(e)} image data ({type(e).__name__}: {e})") from e
     if image.width * image.height == 0:
         raise ImageDecodeError(f"{name} has zero size ({image.width}x{image.height})")
     return image
+
+
+def _damage(error: Exception) -> str:
+    """"truncated" when PIL ran out of data, else "corrupt"."""
+    return "truncated" if "truncated" in str(error).lower() else "corrupt"
 
 
 def _describe_unreadable(head: bytes) -> str:
@@ -169,15 +185,13 @@ def _upright(image: Image.Image, name: str) -> Image.Image:
 
 def _to_rgb(image: Image.Image, name: str) -> Image.Image:
     """Convert any PIL mode to RGB: alpha onto white, 16-bit scaled to 8-bit, CMYK/P/L/1 converted."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in _TRANSPARENT_MODES or "transparency" in image.info:
-        rgba = (image.convert("LA") if image.mode == "La" else image).convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, WHITE + (255,)), rgba).convert("RGB")
-    if image.mode in _SIXTEEN_BIT_MODES:
-        levels = np.clip(np.asarray(image).astype(np.int64), 0, 65535)  # (H, W) 16-bit levels
-        return Image.fromarray(((levels * 255 + 32767) // 65535).astype(np.uint8)).convert("RGB")
     try:
-        return image.convert("RGB")
-    except Exception as e:  # modes PIL cannot convert
+        if image.mode in _TRANSPARENT_MODES or "transparency" in image.info:
+            rgba = (image.convert("LA") if image.mode == "La" else image).convert("RGBA")
+            return Image.alpha_composite(Image.new("RGBA", rgba.size, WHITE + (255,)), rgba).convert("RGB")
+        if image.mode in _SIXTEEN_BIT_MODES:
+            levels = np.clip(np.asarray(image).astype(np.int64), 0, 65535)  # (H, W) 16-bit levels
+            return Image.fromarray(((levels * 255 + 32767) // 65535).astype(np.uint8)).convert("RGB")
+        return image if image.mode == "RGB" else image.convert("RGB")
+    except Exception as e:  # modes (or mode + transparency pairs) PIL cannot convert
         raise ImageDecodeError(f"{name}: unsupported pixel mode {image.mode!r} ({e})") from e

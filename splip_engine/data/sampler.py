@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,7 +35,7 @@ class TripletSampler:
     at least 2 photos; the positive is that paired photo, the negative another photo of c+.
     """
 
-    def __init__(self, split: "ImageSplit", *, seed: int = 0, fine_grained: bool = False,
+    def __init__(self, split: ImageSplit, *, seed: int = 0, fine_grained: bool = False,
                  num_triplets: int | None = None):
         self.seed = seed
         self.epoch = 0
@@ -86,7 +87,7 @@ class TripletSampler:
             rank = np.searchsorted(self._negative_classes, positive_class)  # (n,) c+ among photo classes
             negative_class = self._negative_classes[(rank + rng.integers(1, n_neg, n)) % n_neg]  # (n,) c- != c+
             negatives = self._photo_start[negative_class] + rng.integers(0, self._photo_count[negative_class])
-        yield from zip(anchors.tolist(), positives.tolist(), negatives.tolist())
+        yield from zip(anchors.tolist(), positives.tolist(), negatives.tolist(), strict=True)
 
 
 def _class_ranges(labels: list[int], n_classes: int) -> tuple[np.ndarray, np.ndarray]:

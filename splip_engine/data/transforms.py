@@ -8,8 +8,9 @@ with PIL bicubic, then scale to 0..1 and normalise with the CLIP mean/std in flo
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -48,7 +49,7 @@ class PreprocessSpec:
             raise ValueError(f"PreprocessSpec.std={self.std!r}: every value must be > 0")
 
     @classmethod
-    def for_model(cls, model: Any) -> "PreprocessSpec":
+    def for_model(cls, model: Any) -> PreprocessSpec:
         """The spec a SpLIP model expects: its image size and its CLIP's mean/std."""
         cfg = getattr(getattr(getattr(model, "clip", None), "visual", None), "preprocess_cfg", None) or {}
         return cls(int(model.image_size), cfg.get("mean", OPENAI_DATASET_MEAN), cfg.get("std", OPENAI_DATASET_STD))
@@ -59,7 +60,7 @@ class PreprocessSpec:
                 "modes": dict(PREPROCESS_MODES)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PreprocessSpec":
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessSpec:
         """Inverse of to_dict; refuses modes this version does not implement."""
         modes = d.get("modes", PREPROCESS_MODES)
         if modes != PREPROCESS_MODES:
@@ -97,12 +98,12 @@ def preprocess_batch(
     return images[:n_ok], errors
 
 
-def eval_transform(modality: str, spec: PreprocessSpec) -> Callable[[Image.Image], "torch.Tensor"]:
+def eval_transform(modality: str, spec: PreprocessSpec) -> Callable[[Image.Image], torch.Tensor]:
     """`preprocess` as a picklable callable returning a torch tensor (3, S, S), for DataLoaders."""
     return _TensorTransform(modality, spec, train=False)
 
 
-def train_transform(modality: str, spec: PreprocessSpec) -> Callable[[Image.Image], "torch.Tensor"]:
+def train_transform(modality: str, spec: PreprocessSpec) -> Callable[[Image.Image], torch.Tensor]:
     """Training augmentation: the eval geometry, then a random resized crop (scale 0.8-1.0) and a
     random horizontal flip (torch RNG, so DataLoader worker seeding applies); tensor (3, S, S)."""
     return _TensorTransform(modality, spec, train=True)
@@ -116,7 +117,7 @@ class _TensorTransform:
         self.spec = spec
         self.train = train
 
-    def __call__(self, image: Image.Image) -> "torch.Tensor":
+    def __call__(self, image: Image.Image) -> torch.Tensor:
         import torch
 
         square = self.geometry(image, self.spec.image_size)

@@ -1,0 +1,95 @@
+"""The ZS-SBIR evaluation protocol (SPEC.md §4): embed a dataset's parts with an encoder and score
+ZS (unseen sketches vs unseen photos), GZS (vs seen + unseen photos) and FG-ZS (paired photo within
+the query's class). Bad images are skipped and reported, never fatal."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from splip_engine.data.folder import ImageSplit
+from splip_engine.data.sampler import fg_pair_key
+from splip_engine.errors import SpLIPError
+
+logger = logging.getLogger(__name__)
+
+MODES = ("zs", "gzs", "fg")
+
+
+@dataclass
+class EmbeddedPart:
+    """Embeddings of one modality of a split: rows for the images that loaded."""
+
+    embeddings: np.ndarray          # (N, D) float32, L2-normalised
+    labels: np.ndarray              # (N,) class names (object)
+    paths: list[str]
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of skipped images
+
+
+def embed_part(encoder, split: ImageSplit, modality: str, batch_size: int = 64, workers: int = 0) -> EmbeddedPart:
+    """Embed every `modality` image of `split` with `encoder` (an Encoder), skipping bad files."""
+    from splip_engine.runtime.pipeline import iter_pixel_batches
+
+    items = [(split.classes[label], str(path)) for path, label in split.items(modality)]  # (class, path)
+    chunks, labels, paths, errors = [], [], [], []
+    for batch in iter_pixel_batches(items, modality, encoder.spec, batch_size, workers=workers):
+        if batch.good:
+            chunks.append(encoder.embed_pixels(batch.pixels, modality))
+        labels += [batch.items[i][0] for i in batch.good]
+        paths += [batch.items[i][1] for i in batch.good]
+        errors += [(batch.items[i][1], reason) for i, reason in batch.errors]
+    embeddings = np.concatenate(chunks) if chunks else np.empty((0, encoder.embedding_dim), np.float32)
+    return EmbeddedPart(embeddings, np.asarray(labels, dtype=object), paths, errors)
+
+
+def fg_pairs(queries: EmbeddedPart, gallery: EmbeddedPart) -> tuple[np.ndarray, np.ndarray]:
+    """(query rows with a paired photo, their photo rows) by Sketchy naming (`fg_pair_key`)."""
+    photo_row = {(label, fg_pair_key(p)): i for i, (label, p) in enumerate(zip(gallery.labels, gallery.paths))}
+    rows, targets = [], []
+    for i, (label, path) in enumerate(zip(queries.labels, queries.paths)):
+        j = photo_row.get((label, fg_pair_key(path)))
+        if j is not None:
+            rows.append(i)
+            targets.append(j)
+    return np.asarray(rows, dtype=np.int64), np.asarray(targets, dtype=np.int64)
+
+
+def evaluate_protocol(encoder, unseen: ImageSplit, seen: ImageSplit | None = None,
+                      modes: Sequence[str] = ("zs", "gzs", "fg"), ks: Sequence[int] = (100, 200),
+                      batch_size: int = 64, workers: int = 0) -> dict[str, dict]:
+    """Metrics per mode: `zs` / `gzs` -> retrieval_metrics keys, `fg` -> acc_1 / acc_5; plus
+    `"_meta"` with counts, skipped files and timings. GZS needs `seen`."""
+    from splip_engine.evaluation import fg_accuracy, retrieval_metrics
+
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        raise SpLIPError(f"unknown evaluation modes {unknown}; choose from {MODES}")
+    start = time.perf_counter()
+    queries = embed_part(encoder, unseen, "sketch", batch_size, workers)
+    photos = embed_part(encoder, unseen, "photo", batch_size, workers)
+    results: dict[str, dict] = {}
+    if "zs" in modes:
+        results["zs"] = retrieval_metrics(queries.embeddings, queries.labels, photos.embeddings, photos.labels, ks=ks)
+    skipped = queries.errors + photos.errors
+    if "gzs" in modes:
+        if seen is None:
+            raise SpLIPError("GZS evaluation needs the seen classes' photos too")
+        seen_photos = embed_part(encoder, seen, "photo", batch_size, workers)
+        skipped += seen_photos.errors
+        gallery = np.concatenate([photos.embeddings, seen_photos.embeddings])
+        gallery_labels = np.concatenate([photos.labels, seen_photos.labels])
+        results["gzs"] = retrieval_metrics(queries.embeddings, queries.labels, gallery, gallery_labels, ks=ks)
+    if "fg" in modes:
+        rows, targets = fg_pairs(queries, photos)
+        if len(rows):
+            results["fg"] = fg_accuracy(queries.embeddings[rows], photos.embeddings, targets,
+                                        q_categories=queries.labels[rows], g_categories=photos.labels)
+        else:
+            logger.warning("no sketch/photo pairs found (Sketchy naming): FG-ZS skipped")
+    results["_meta"] = {"n_sketches": len(queries.paths), "n_photos": len(photos.paths),
+                        "skipped": [{"path": p, "reason": r} for p, r in skipped],
+                        "seconds": round(time.perf_counter() - start, 2)}
+    return results

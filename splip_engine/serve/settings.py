@@ -1,0 +1,34 @@
+"""ServeSettings: every knob of the search service (batching, queue bound, request limits)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and batching of `splip-engine serve`; validated on construction (ValueError names the field).
+
+    max_batch: most requests embedded together; max_wait_ms: longest a request waits for others to
+    join its batch; queue_size: requests waiting for a batch before new ones get HTTP 503;
+    max_body_bytes: largest request body (HTTP 413 above); max_k: largest k (HTTP 422 above);
+    decode_workers: threads decoding / preprocessing uploads off the event loop.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    queue_size: int = 256
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_k: int = 1000
+    decode_workers: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "queue_size", "max_body_bytes", "max_k", "decode_workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ServeSettings.{name}={value!r}: must be an int >= 1")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ValueError(f"ServeSettings.port={self.port!r}: must be an int in 0..65535 (0 = any free port)")
+        if not isinstance(self.max_wait_ms, (int, float)) or self.max_wait_ms < 0:
+            raise ValueError(f"ServeSettings.max_wait_ms={self.max_wait_ms!r}: must be a number >= 0")

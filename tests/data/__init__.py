@@ -1,0 +1,1 @@
+"""Tests of splip_engine.data."""

@@ -1,0 +1,42 @@
+"""Serve fixtures: a tiny engine, a seeded gallery index, sketch PNGs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from splip_engine import SpLIPConfig, build_model, save_checkpoint
+
+from .helpers import make_png
+
+GALLERY_SIZE = 200
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory):
+    """The torch runtime Encoder of a tiny random-init SpLIP checkpoint (D = 64, 32 px)."""
+    import torch
+
+    from splip_engine.runtime import load_engine
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path_factory.mktemp("serve_ckpt")
+    save_checkpoint(build_model(SpLIPConfig(clip_model="tiny", pretrained="")), checkpoint)
+    with load_engine(checkpoint, backend="torch", device="cpu") as encoder:
+        yield encoder
+
+
+@pytest.fixture(scope="session")
+def gallery_index(tiny_encoder):
+    """A flat index over seeded random unit vectors: well-separated scores, so top-k order is
+    stable under the float noise of batched vs single embedding."""
+    from splip_engine.index import GalleryIndex
+
+    rng = np.random.default_rng(0)
+    gallery = rng.standard_normal((GALLERY_SIZE, tiny_encoder.embedding_dim)).astype(np.float32)  # (G, D)
+    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+    return GalleryIndex.build(gallery, [f"photo-{i:03d}" for i in range(GALLERY_SIZE)], kind="flat")
+
+
+@pytest.fixture(scope="session")
+def sketches() -> list[bytes]:
+    return [make_png(seed) for seed in range(32)]

@@ -1,0 +1,81 @@
+"""Serve test helpers: sketch PNGs, the Python API reference, a real uvicorn server on 127.0.0.1
+(a free port, in a background thread, always shut down) and a gated encoder."""
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+import threading
+import time
+from typing import Iterator
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+
+def make_png(seed: int, size: tuple[int, int] = (48, 40)) -> bytes:
+    """A seeded sketch-like PNG: black strokes on white."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        draw.line([tuple(rng.integers(0, size, 2)), tuple(rng.integers(0, size, 2))], fill="black", width=2)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def reference_search(encoder, index, images: list[bytes], k: int, modality: str = "sketch"):
+    """The Python API answer: (scores (Q, k) float32, ids (Q, k) object)."""
+    return index.search(encoder.embed(images, modality), k)
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    """Poll `condition()` until true; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
+@contextlib.contextmanager
+def running_server(app, timeout: float = 15.0) -> Iterator[str]:
+    """Serve `app` with uvicorn on 127.0.0.1 (a free port) in a thread; yields the base URL and
+    always stops the server (and its app lifespan) on exit."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="test-uvicorn", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+        sock.close()
+        assert not thread.is_alive(), "the test server did not stop"
+
+
+class GatedEncoder:
+    """Wraps an Encoder; `embed_pixels` blocks until `gate` is set, so a test holds the batch
+    worker busy and fills the queue deterministically."""
+
+    def __init__(self, encoder):
+        self._encoder = encoder
+        self.gate = threading.Event()
+
+    def embed_pixels(self, pixels, modality):
+        if not self.gate.wait(timeout=20):
+            raise RuntimeError("test gate never opened")
+        return self._encoder.embed_pixels(pixels, modality)
+
+    def __getattr__(self, name):
+        return getattr(self._encoder, name)
