@@ -1,11 +1,12 @@
 """A quickly pre-trained tiny CLIP, standing in for downloaded CLIP weights where none can be had
-(tests, the offline demo). Like real CLIP it learns photos against class-name captions and never
-sees a sketch, so the sketch -> photo gap is left for SpLIP's prompts to bridge."""
+(tests, the offline demo). Like real CLIP it learns images against captions ("a photo of a
+{class}", and "a sketch of a {class}" for the sketches it is given)."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -14,44 +15,72 @@ from splip_engine.io_utils import write_with_atomic
 logger = logging.getLogger(__name__)
 
 
-def pretrain_clip(photo_root: str | Path, out_file: str | Path, clip_model: str = "tiny", epochs: int = 30,
-                  batch_size: int = 64, lr: float = 2e-3, seed: int = 0, progress: bool = True) -> Path:
-    """Train all of `clip_model` (random init) contrastively on PHOTO_ROOT/<class>/* photos against
-    "a photo of a {class}" captions; write its state dict to `out_file` (a `pretrained=` file)."""
-    from torch.utils.data import DataLoader
+def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flips and shifts of up to 1/8 of the side, on a (B, 3, S, S) batch."""
+    flip = torch.rand(len(images), generator=generator) < 0.5
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    pad = images.shape[-1] // 8
+    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
+    dx, dy = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=generator))
+    return padded[..., dy:dy + images.shape[-2], dx:dx + images.shape[-1]]
+
+
+def _load_folder(root: Path, modality: str, classes: list[str], spec) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images of ROOT/<class>/* decoded once: pixels (N, 3, S, S) and class labels (N,)."""
+    from splip_engine.data.folder import IMAGE_EXTENSIONS
+    from splip_engine.data.transforms import preprocess_batch
+
+    items = [(p, label) for label, name in enumerate(classes) if (root / name).is_dir()
+             for p in sorted((root / name).iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS]
+    pixels, errors = preprocess_batch([p for p, _ in items], modality, spec)
+    bad = {i for i, _ in errors}
+    return torch.from_numpy(pixels), torch.tensor([label for i, (_, label) in enumerate(items) if i not in bad])
+
+
+def pretrain_clip(photo_root: str | Path, out_file: str | Path, sketch_root: str | Path | None = None,
+                  clip_model: str = "tiny", steps: int = 600, batch_size: int = 64, lr: float = 2e-3, seed: int = 0,
+                  progress: bool = True) -> Path:
+    """Train all of `clip_model` (random init) contrastively on PHOTO_ROOT/<class>/* photos (and
+    SKETCH_ROOT/<class>/* sketches) against per-class captions; write its state dict to `out_file`
+    (usable as `pretrained=`)."""
+    import open_clip
     from tqdm import tqdm
 
-    from splip_engine.data.datasets import ImageDataset, collate_skip_bad
-    from splip_engine.data.folder import IMAGE_EXTENSIONS
-    from splip_engine.data.transforms import PreprocessSpec, train_transform
+    from splip_engine.data.transforms import PreprocessSpec
     from splip_engine.model.backbone import create_clip
 
+    generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    import open_clip
-
     clip = create_clip(clip_model, "").train()
-    tokenizer = open_clip.get_tokenizer(clip_model)
     classes = sorted(d.name for d in Path(photo_root).iterdir() if d.is_dir() and not d.name.startswith("."))
-    items = [(p, label) for label, name in enumerate(classes) for p in sorted((Path(photo_root) / name).iterdir())
-             if p.suffix.lower() in IMAGE_EXTENSIONS]
     spec = PreprocessSpec(image_size=int(clip.visual.image_size[0]))
-    loader = DataLoader(ImageDataset(items, train_transform("photo", spec)), batch_size=batch_size, shuffle=True,
-                        collate_fn=collate_skip_bad, generator=torch.Generator().manual_seed(seed))
-    captions = tokenizer([f"a photo of a {name.replace('_', ' ')}" for name in classes])  # (C, 77)
-    optimizer = torch.optim.AdamW(clip.parameters(), lr=lr, weight_decay=0.1)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * len(loader))
-    for epoch in tqdm(range(epochs), desc="pretrain tiny CLIP", unit="epoch", disable=not progress):
-        for batch in loader:
-            if batch["size"] == 0:
-                continue
-            image_features = F.normalize(clip.encode_image(batch["image"]), dim=-1)  # (B, D)
-            text_features = F.normalize(clip.encode_text(captions), dim=-1)  # (C, D)
-            logits = clip.logit_scale.exp() * image_features @ text_features.T  # (B, C)
-            loss = F.cross_entropy(logits, batch["label"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-        logger.info("pretrain epoch %d: loss %.4f", epoch + 1, float(loss))
+    parts = [_load_folder(Path(photo_root), "photo", classes, spec)]
+    if sketch_root is not None:  # sketch captions come after the C photo captions
+        sketches, sketch_labels = _load_folder(Path(sketch_root), "sketch", classes, spec)
+        parts.append((sketches, sketch_labels + len(classes)))
+    images = torch.cat([p for p, _ in parts])  # (N, 3, S, S)
+    labels = torch.cat([y for _, y in parts])  # (N,) caption index
+    kinds = ["photo", "sketch"][: len(parts)]
+    captions = open_clip.get_tokenizer(clip_model)(
+        [f"a {kind} of a {n.replace('_', ' ')}" for kind in kinds for n in classes])  # (C * kinds, 77)
+    decay = [p for p in clip.parameters() if p.ndim >= 2]  # matrices only: no decay on gains,
+    no_decay = [p for p in clip.parameters() if p.ndim < 2]  # biases and the logit scale (temperature)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=lr)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    for step in tqdm(range(steps), desc="pretrain tiny CLIP", unit="step", disable=not progress):
+        batch = torch.randint(len(images), (batch_size,), generator=generator)
+        image_features = F.normalize(clip.encode_image(_augment(images[batch], generator)), dim=-1)  # (B, D)
+        text_features = F.normalize(clip.encode_text(captions), dim=-1)  # (C, D)
+        logits = clip.logit_scale.exp() * image_features @ text_features.T  # (B, C)
+        loss = F.cross_entropy(logits, labels[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if step % 50 == 0:
+            logger.info("pretrain step %d: loss %.4f", step, float(loss))
+    logger.info("pretrained %s on %d images of %d classes: final loss %.4f", clip_model, len(images),
+                len(classes), float(loss))
     write_with_atomic(out_file, lambda tmp: torch.save(clip.state_dict(), tmp))
     return Path(out_file)

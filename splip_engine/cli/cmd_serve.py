@@ -29,8 +29,9 @@ def command(engine_dir, index_dir, host, port, max_batch, max_wait_ms, queue_siz
     """Serve top-k photo search for uploaded sketches over HTTP until Ctrl-C.
 
     POST /search (multipart field `image`, optional `k` and `modality`; or a raw image/* body
-    with ?k=) answers {"results": [{"rank", "id", "score", "path"}], "k", "latency_ms"}.
-    GET /healthz and GET /metrics (Prometheus) for operations.
+    with ?k=&modality=) answers {"results": [{"rank", "id", "score", "path"}], "k", "modality",
+    "latency_ms"} ("path" where the index knows it). Concurrent requests are micro-batched; a
+    full queue answers 503 with Retry-After. GET /healthz and GET /metrics (Prometheus text).
 
     \b
     Example:

@@ -41,6 +41,8 @@ def build_index(
     With eval_queries, an approximate index's search parameter is tuned for `target_recall` on
     the even-numbered queries and recall is reported on the odd-numbered ones (held out).
     """
+    if eval_queries is not None and (eval_queries.ndim != 2 or eval_queries.shape[1] != store.dim):
+        raise SpLIPError(f"eval queries have shape {eval_queries.shape}, the store holds dim {store.dim}")
     start = time.perf_counter()
     index = GalleryIndex.build_from_store(store, kind, memory_budget_bytes=memory_budget_bytes, progress=progress)
     report: dict[str, Any] = {"kind": index.kind, "count": index.count, "dim": index.dim,
@@ -54,8 +56,6 @@ def build_index(
 
 def _evaluate(index: GalleryIndex, store: Store, queries: np.ndarray, k: int, target: float) -> dict[str, Any]:
     """Tune on half the queries, measure recall@k on the other half (on all when fewer than 2)."""
-    if queries.ndim != 2 or queries.shape[1] != index.dim:
-        raise SpLIPError(f"eval queries have shape {queries.shape}, the store holds dim {index.dim}")
     if index.kind == "flat":
         return {"recall": 1.0, "recall_queries": len(queries), "k": k}  # exact by construction
     log.info("building the exact flat index that recall is measured against")

@@ -28,7 +28,12 @@ import pyarrow.parquet as pq
 
 from splip_engine.errors import SpLIPError
 from splip_engine.index.kinds import (
-    DEFAULT_MEMORY_BUDGET, SEARCH_PARAMS, apply_search_params, choose_kind, create_index, import_faiss,
+    DEFAULT_MEMORY_BUDGET,
+    SEARCH_PARAMS,
+    apply_search_params,
+    choose_kind,
+    create_index,
+    import_faiss,
     resolve_params,
 )
 from splip_engine.index.store import ENGINE_HASH_KEY, Store
@@ -67,8 +72,7 @@ class _ArrayRows(_Rows):
         self.count, self.dim = embeddings.shape
 
     def chunks(self) -> Iterator[np.ndarray]:
-        for start in range(0, self.count, _ADD_CHUNK):
-            yield self._array[start:start + _ADD_CHUNK]
+        yield self._array
 
     def take(self, positions: np.ndarray) -> np.ndarray:
         return self._array[positions]
@@ -157,7 +161,7 @@ class GalleryIndex:
         if self._paths is None:
             return None
         if self._path_by_id is None:
-            self._path_by_id = dict(zip(self.ids, self._paths))
+            self._path_by_id = dict(zip(self.ids, self._paths, strict=True))
         return self._path_by_id.get(id_)
 
     @classmethod
@@ -354,9 +358,13 @@ class GalleryIndex:
             raise _damaged(directory, f"it holds {index.ntotal} x {index.d} vectors and {table.num_rows} ids, "
                                       f"{INDEX_FILE} says {count} x {dim}")
         apply_search_params(index, kind, info["params"])
-        ids = table.column("id").to_numpy(zero_copy_only=False).astype(object)
-        paths = table.column("path").to_numpy(zero_copy_only=False).astype(object) if "path" in table.column_names else None
-        return cls(index, ids, info, paths)
+        paths = _strings(table, "path") if "path" in table.column_names else None
+        return cls(index, _strings(table, "id"), info, paths)
+
+
+def _strings(table: pa.Table, column: str) -> np.ndarray:
+    """(N,) object array of str from a parquet string column."""
+    return table.column(column).to_numpy(zero_copy_only=False).astype(object)
 
 
 def _damaged(directory: Path, what: str) -> SpLIPError:

@@ -89,7 +89,8 @@ def choose_kind(count: int, dim: int, memory_budget_bytes: int = DEFAULT_MEMORY_
     """The `auto` rule: exact flat up to FLAT_MAX_COUNT vectors when it fits the budget (and always
     below IVF_MIN_COUNT), else IVF-PQ with exact re-ranking, else IVF-PQ codes alone; HNSW is never
     chosen automatically (its memory is flat's plus the graph, and its build is the slowest)."""
-    if count < IVF_MIN_COUNT or (count <= FLAT_MAX_COUNT and memory_bytes("flat", count, dim, {}) <= memory_budget_bytes):
+    flat_fits = memory_bytes("flat", count, dim, {}) <= memory_budget_bytes
+    if count < IVF_MIN_COUNT or (count <= FLAT_MAX_COUNT and flat_fits):
         return "flat", resolve_params("flat", count, dim, {})
     for refine in (True, False):
         params = resolve_params("ivfpq", count, dim, {"refine": refine})

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 def _recall(approx: np.ndarray, exact: np.ndarray) -> float:
     """Fraction of the exact (Q, k) result rows (-1 = none) found in the approximate (Q, k) ones."""
-    hits = sum(int(np.isin(e[e >= 0], a[a >= 0]).sum()) for a, e in zip(approx, exact))
+    hits = sum(int(np.isin(e[e >= 0], a[a >= 0]).sum()) for a, e in zip(approx, exact, strict=True))
     return hits / max(1, int((exact >= 0).sum()))
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import itertools
 import json
 import logging
 import re
@@ -91,7 +92,7 @@ def _read_errors(root: Path, count: int) -> list[dict[str, str]]:
         return []
     try:
         with open(root / ERRORS_FILE, encoding="utf-8") as f:
-            errors = [json.loads(line) for line, _ in zip(f, range(count))]
+            errors = [json.loads(line) for line in itertools.islice(f, count)]
     except (OSError, ValueError) as e:
         raise _damaged(root, f"{ERRORS_FILE} is unreadable ({e})") from e
     if len(errors) < count:
@@ -219,7 +220,7 @@ class StoreWriter:
 
     def _acquire_lock(self):
         self.path.mkdir(parents=True, exist_ok=True)
-        lock = open(self.path / LOCK_FILE, "a")
+        lock = open(self.path / LOCK_FILE, "a")  # noqa: SIM115 -- held open (locked) until close()
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -241,6 +242,7 @@ class StoreWriter:
             }
             self._errors: list[dict[str, str]] = []
             self._ids: set[str] = set()
+            self._remove_leftovers()
             self._write_info()
             return
         store = open_store(self.path)

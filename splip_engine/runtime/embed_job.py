@@ -35,9 +35,10 @@ def engine_info(encoder: Encoder) -> dict:
 
 
 def pending_items(items: list[tuple[str, str]], writer) -> list[tuple[str, str]]:
-    """The (id, path) pairs the store does not hold yet (a re-run resumes where it stopped)."""
-    done = writer.done_ids()
-    return [item for item in items if item[0] not in done]
+    """The (id, path) pairs the store neither holds nor lists as failed (a re-run resumes where it
+    stopped; failed inputs are retried only with a fresh store)."""
+    done, failed = writer.done_ids(), writer.error_paths()
+    return [(i, p) for i, p in items if i not in done and p not in failed]
 
 
 def write_rows(writer, embeddings, good: list[tuple[str, str]], errors: list[tuple[str, str]]) -> None:

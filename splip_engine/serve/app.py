@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any, Mapping
+from typing import Any
 
 from splip_engine.config import MODALITIES
 from splip_engine.data.images import ImageDecodeError
@@ -24,7 +25,7 @@ from splip_engine.serve.settings import ServeSettings
 try:
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import JSONResponse, Response
-    from starlette.formparsers import MultiPartException
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as e:  # optional dependency: the `serve` extra
     raise SpLIPError("serving needs FastAPI and uvicorn: pip install 'splip-engine[serve]'") from e
 
@@ -71,9 +72,11 @@ def create_app(encoder: Any, index: Any, settings: ServeSettings | None = None) 
                 "latency_ms": round((time.perf_counter() - start) * 1000, 3)}
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        """Liveness plus what is being served."""
-        return {"status": "ok", **service.describe()}
+    async def healthz() -> JSONResponse:
+        """Liveness (503 when the batch worker is not running) plus what is being served."""
+        alive = service.batcher is not None and service.batcher.is_alive()
+        return JSONResponse({"status": "ok" if alive else "batch worker stopped", **service.describe()},
+                            status_code=200 if alive else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -87,6 +90,10 @@ def create_app(encoder: Any, index: Any, settings: ServeSettings | None = None) 
     @app.exception_handler(ImageDecodeError)
     async def bad_image(request: Request, exc: ImageDecodeError) -> JSONResponse:
         return JSONResponse({"detail": f"bad image: {exc}"}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
 
     return app
 
@@ -215,8 +222,8 @@ async def _parse_multipart(request: Request, body: bytes) -> tuple[bytes, Mappin
 
     try:
         form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
-    except MultiPartException as e:
-        raise HTTPException(400, f"malformed multipart body: {e.message}") from e
+    except StarletteHTTPException as e:  # starlette's 400 for a multipart body it cannot parse
+        raise HTTPException(400, f"malformed multipart body: {e.detail}") from e
     try:
         upload = form.get("image")
         if upload is None:

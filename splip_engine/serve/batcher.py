@@ -12,9 +12,10 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -72,6 +73,10 @@ class MicroBatcher:
                 raise self._overloaded() from None
         return request.future
 
+    def is_alive(self) -> bool:
+        """True while the worker thread runs batches (false after close())."""
+        return self._thread.is_alive()
+
     def depth(self) -> int:
         """Requests waiting in the queue (not counting the batch being run)."""
         return self._queue.qsize()
@@ -98,7 +103,7 @@ class MicroBatcher:
             if request is not _STOP and request.future.set_running_or_notify_cancel():
                 request.future.set_exception(ServiceUnavailable("the search service shut down before this request ran"))
 
-    def __enter__(self) -> "MicroBatcher":
+    def __enter__(self) -> MicroBatcher:
         return self
 
     def __exit__(self, *exc) -> None:

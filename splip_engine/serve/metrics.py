@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter, deque
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -46,7 +46,8 @@ class _Histogram:
 
 class ServeMetrics:
     """Thread-safe counters: HTTP responses by path and status code, /search latency (histogram and
-    p50/p90/p99 over recent requests), batch sizes, 503s; the queue depth is read live at render."""
+    p50/p90/p99 over recent requests), batch sizes, 503s; the queue depth is read live at render.
+    The summary's _sum / _count are cumulative like the histogram's; its quantiles are recent."""
 
     def __init__(self, queue_depth: Callable[[], int] = lambda: 0):
         self._lock = threading.Lock()
@@ -58,12 +59,13 @@ class ServeMetrics:
         self._overloaded = 0
 
     def observe_response(self, path: str, status: int, seconds: float) -> None:
-        """One HTTP response; /search latencies feed the latency histogram and quantiles."""
+        """One HTTP response; successful /search latencies feed the latency histogram and quantiles
+        (fast refusals under overload would otherwise pull p50 down just when latency is worst)."""
         with self._lock:
             self._responses[(path, status)] += 1
             if status == 503:
                 self._overloaded += 1
-            if path == "/search":
+            if path == "/search" and status == 200:
                 self._latency.observe(seconds)
                 self._recent.append(seconds)
 
@@ -79,10 +81,10 @@ class ServeMetrics:
             blocks = [
                 ("splip_http_requests_total", "counter", "HTTP responses by path and status code.",
                  [f'splip_http_requests_total{{path="{p}",code="{c}"}} {n}' for (p, c), n in sorted(self._responses.items())]),
-                ("splip_search_latency_seconds", "histogram", "Latency of POST /search, request in to response out.",
+                ("splip_search_latency_seconds", "histogram", "Latency of successful POST /search, request in to response out.",
                  self._latency.render("splip_search_latency_seconds")),
                 ("splip_search_latency_recent_seconds", "summary",
-                 f"Quantiles of POST /search latency over the last {RECENT_LATENCIES} requests.",
+                 f"Quantiles of successful POST /search latency over the last {RECENT_LATENCIES} requests.",
                  [f'splip_search_latency_recent_seconds{{quantile="{q}"}} {_number(v)}' for q, v in zip(QUANTILES, quantiles)]
                  + [f"splip_search_latency_recent_seconds_sum {_number(self._latency.total)}",
                     f"splip_search_latency_recent_seconds_count {self._latency.count}"]),

@@ -30,5 +30,9 @@ class ServeSettings:
                 raise ValueError(f"ServeSettings.{name}={value!r}: must be an int >= 1")
         if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise ValueError(f"ServeSettings.port={self.port!r}: must be an int in 0..65535 (0 = any free port)")
+        from splip_engine.index.gallery import MAX_K
+
+        if self.max_k > MAX_K:
+            raise ValueError(f"ServeSettings.max_k={self.max_k}: the gallery index searches at most k={MAX_K}")
         if not isinstance(self.max_wait_ms, (int, float)) or self.max_wait_ms < 0:
             raise ValueError(f"ServeSettings.max_wait_ms={self.max_wait_ms!r}: must be a number >= 0")

@@ -12,16 +12,21 @@ GALLERY_SIZE = 200
 
 
 @pytest.fixture(scope="session")
-def tiny_encoder(tmp_path_factory):
-    """The torch runtime Encoder of a tiny random-init SpLIP checkpoint (D = 64, 32 px)."""
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny random-init SpLIP checkpoint dir (D = 64, 32 px), which load_engine opens as an engine."""
     import torch
 
+    torch.manual_seed(0)
+    return save_checkpoint(build_model(SpLIPConfig(clip_model="tiny", pretrained="")),
+                           tmp_path_factory.mktemp("serve_ckpt"))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_checkpoint):
+    """The torch runtime Encoder of `tiny_checkpoint`."""
     from splip_engine.runtime import load_engine
 
-    torch.manual_seed(0)
-    checkpoint = tmp_path_factory.mktemp("serve_ckpt")
-    save_checkpoint(build_model(SpLIPConfig(clip_model="tiny", pretrained="")), checkpoint)
-    with load_engine(checkpoint, backend="torch", device="cpu") as encoder:
+    with load_engine(tiny_checkpoint, backend="torch", device="cpu") as encoder:
         yield encoder
 
 

@@ -12,7 +12,13 @@ import pytest
 from splip_engine.serve import ServeSettings, create_app
 
 from .conftest import GALLERY_SIZE
-from .helpers import GatedEncoder, make_png, reference_search, running_server, wait_until
+from .helpers import (
+    GatedEncoder,
+    make_png,
+    reference_search,
+    running_server,
+    wait_until,
+)
 
 MAX_BODY = 64 * 1024  # small, so the oversize case needs only a small upload
 TIMEOUT = httpx.Timeout(20.0)
@@ -104,6 +110,13 @@ def test_missing_or_wrong_fields_are_4xx(server):
     assert text.status_code == 422 and "must be a file upload" in text.json()["detail"]
     modality = _post(server, make_png(1), modality="painting")
     assert modality.status_code == 422 and "modality='painting' is not supported" in modality.json()["detail"]
+    malformed = httpx.post(f"{server}/search", content=b"garbage", headers={"Content-Type": "multipart/form-data"},
+                           timeout=TIMEOUT)
+    assert malformed.status_code == 400
+    assert malformed.json()["detail"] == "malformed multipart body: Missing boundary in multipart."
+    two_files = httpx.post(f"{server}/search", files=[("image", ("a.png", make_png(1))), ("image", ("b.png", make_png(2)))],
+                           timeout=TIMEOUT)
+    assert two_files.status_code == 400 and "malformed multipart body: Too many files" in two_files.json()["detail"]
     json_body = httpx.post(f"{server}/search", json={"image": "x"}, timeout=TIMEOUT)
     assert json_body.status_code == 415 and "'application/json' is not supported" in json_body.json()["detail"]
 
@@ -178,3 +191,30 @@ def test_overload_answers_503_then_serves_correctly(tiny_encoder, gallery_index,
         _assert_matches_python_api(_post(url, sketches[0], k=5), tiny_encoder, gallery_index, sketches[0], 5)
         metrics = httpx.get(f"{url}/metrics").text
         assert _metric(metrics, "splip_overloaded_total") == len(refused)
+
+
+class _BrokenEncoder(GatedEncoder):
+    """An encoder whose embed_pixels fails, as a backend error would."""
+
+    def embed_pixels(self, pixels, modality):
+        raise RuntimeError("backend exploded")
+
+
+def test_encoder_failure_is_500_json_and_counted(tiny_encoder, gallery_index, sketches):
+    with running_server(create_app(_BrokenEncoder(tiny_encoder), gallery_index)) as url:
+        response = _post(url, sketches[0])
+        assert response.status_code == 500
+        assert response.json() == {"detail": "internal error (RuntimeError); see the server log"}
+        metrics = httpx.get(f"{url}/metrics").text
+        assert _metric(metrics, 'splip_http_requests_total{path="/search",code="500"}') == 1
+
+
+def test_stopped_batch_worker_makes_healthz_and_search_503(tiny_encoder, gallery_index, sketches):
+    app = create_app(tiny_encoder, gallery_index)
+    with running_server(app) as url:
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        app.state.service.batcher.close()
+        health = httpx.get(f"{url}/healthz")
+        assert health.status_code == 503 and health.json()["status"] == "batch worker stopped"
+        search = _post(url, sketches[0])
+        assert search.status_code == 503 and "shutting down" in search.json()["detail"]

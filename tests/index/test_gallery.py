@@ -1,0 +1,256 @@
+"""GalleryIndex: exact flat search against NumPy, recall of the approximate kinds on sketch-like
+queries, save/load (also interrupted), bad input."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from splip_engine.errors import SpLIPError
+from splip_engine.index import MAX_K, GalleryIndex, recall_at_k, synthetic_embeddings, synthetic_queries, tune_search
+from splip_engine.index.kinds import FLAT_MAX_COUNT, IVF_MIN_COUNT, SEARCH_PARAMS, choose_kind
+
+N, DIM, CLUSTERS, K = 20_000, 64, 200, 100
+ENGINE = {"engine_hash": "e1"}
+
+
+@pytest.fixture(scope="module")
+def gallery() -> tuple[np.ndarray, np.ndarray]:
+    emb = synthetic_embeddings(N, DIM, CLUSTERS, dtype=np.float16)[0]  # (N, D) float16, as a store holds
+    return emb, np.array([f"p{i}" for i in range(N)], dtype=object)
+
+
+@pytest.fixture(scope="module")
+def queries() -> np.ndarray:
+    return synthetic_queries(64, DIM, CLUSTERS)[0]  # (Q, D) float32 sketch-like
+
+
+@pytest.fixture(scope="module")
+def indexes(gallery) -> dict[str, GalleryIndex]:
+    emb, ids = gallery
+    return {kind: GalleryIndex.build(emb, ids, kind, engine_info=ENGINE) for kind in ("flat", "ivfpq", "hnsw")}
+
+
+def _numpy_topk(queries: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = queries @ gallery.astype(np.float32).T  # (Q, N) float32
+    rows = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, rows, axis=1), rows
+
+
+def test_flat_search_equals_numpy_brute_force(gallery, queries, indexes):
+    emb, ids = gallery
+    scores, found = indexes["flat"].search(queries, K)
+    ref_scores, ref_rows = _numpy_topk(queries, emb, K)
+    # the index holds the float16 values themselves: only float32 summation order differs (~1e-7)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    untied = np.abs(np.diff(ref_scores, axis=1, prepend=np.inf, append=-np.inf)) > 1e-5  # (Q, K + 1)
+    clear = untied[:, :-1] & untied[:, 1:]  # rank separated from both neighbours: ties aside
+    assert clear.mean() > 0.9
+    assert (found[clear] == ids[ref_rows][clear]).all()
+
+
+def test_flat_on_float32_input_is_within_float16_rounding(queries):
+    emb = synthetic_embeddings(2000, DIM, CLUSTERS)[0]  # (N, D) float32
+    index = GalleryIndex.build(emb, [str(i) for i in range(len(emb))], "flat")
+    scores, rows = index.search_positions(queries, 10)
+    exact = np.take_along_axis(queries @ emb.T, rows, axis=1)
+    # stored as float16: each component off by <= 2^-11 relative, so |score error| <= 2^-11 |q| |g|
+    assert np.abs(scores - exact).max() <= 2**-11
+
+
+@pytest.mark.parametrize("kind", ["ivfpq", "hnsw"])
+def test_approximate_kinds_reach_recall_095_on_sketch_queries(queries, indexes, kind):
+    assert recall_at_k(indexes[kind], indexes["flat"], queries, K) >= 0.95
+
+
+def test_recall_of_exact_search_is_one_and_needs_a_flat_reference(queries, indexes):
+    assert recall_at_k(indexes["flat"], indexes["flat"], queries, K) == 1.0
+    with pytest.raises(SpLIPError, match="against an exact flat index, not hnsw"):
+        recall_at_k(indexes["ivfpq"], indexes["hnsw"], queries, K)
+
+
+@pytest.fixture
+def restored(indexes):
+    """The module's indexes, with their search parameters put back after the test."""
+    saved = {kind: dict(index.info["params"]) for kind, index in indexes.items()}
+    yield indexes
+    for kind in ("ivfpq", "hnsw"):
+        indexes[kind].set_search_params(**{p: saved[kind][p] for p in SEARCH_PARAMS[kind]})
+
+
+def test_tune_search_picks_the_cheapest_nprobe_reaching_the_target(queries, restored):
+    index = restored["ivfpq"]
+    tuned = tune_search(index, restored["flat"], queries, K, target_recall=0.95)
+    nprobe = tuned["params"]["nprobe"]
+    assert tuned["recall"] >= 0.95 and index.info["params"]["nprobe"] == nprobe
+    index.set_search_params(nprobe=nprobe // 2)
+    assert recall_at_k(index, restored["flat"], queries, K) < 0.95
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivfpq", "hnsw"])
+def test_save_load_round_trip_gives_identical_results(tmp_path, queries, indexes, kind):
+    indexes[kind].save(tmp_path / "idx")
+    loaded = GalleryIndex.load(tmp_path / "idx")
+    assert loaded.info == indexes[kind].info and loaded.info["engine"] == ENGINE
+    for a, b in zip(loaded.search(queries, K), indexes[kind].search(queries, K), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_search_params_are_saved(tmp_path, restored):
+    index = restored["hnsw"]
+    index.set_search_params(ef_search=300)
+    index.save(tmp_path / "idx")
+    assert GalleryIndex.load(tmp_path / "idx").info["params"]["ef_search"] == 300
+    with pytest.raises(SpLIPError, match=r"\['nprobe'\] are not search parameters of a hnsw index"):
+        index.set_search_params(nprobe=4)
+
+
+@pytest.mark.parametrize("failing", ["faiss", "ids"])
+def test_an_interrupted_save_leaves_the_previous_index_loadable(tmp_path, monkeypatch, queries, indexes, failing):
+    import faiss
+    import pyarrow.parquet as pq
+
+    indexes["flat"].save(tmp_path / "idx")
+
+    def write_half_then_die(obj, where, *args, **kwargs):
+        Path(where).write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    target = (faiss, "write_index") if failing == "faiss" else (pq, "write_table")
+    with monkeypatch.context() as patch:
+        patch.setattr(*target, write_half_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            indexes["hnsw"].save(tmp_path / "idx")
+    loaded = GalleryIndex.load(tmp_path / "idx")
+    assert loaded.kind == "flat"
+    np.testing.assert_array_equal(loaded.search(queries, 5)[1], indexes["flat"].search(queries, 5)[1])
+    indexes["hnsw"].save(tmp_path / "idx")  # a later save replaces it and clears what was left
+    assert GalleryIndex.load(tmp_path / "idx").kind == "hnsw"
+    assert len([p for p in (tmp_path / "idx").iterdir()]) == 3
+
+
+def test_load_refuses_missing_damaged_newer_and_foreign_dirs(tmp_path, indexes):
+    with pytest.raises(SpLIPError, match="is not a gallery index .*`splip-engine index --store"):
+        GalleryIndex.load(tmp_path / "nowhere")
+    directory = indexes["flat"].save(tmp_path / "idx")
+    data = next(directory.glob("index-*.faiss"))
+    data.write_bytes(data.read_bytes()[:-10])
+    with pytest.raises(SpLIPError, match="is damaged: index-.* not the size"):
+        GalleryIndex.load(directory)
+    (directory / "index.json").write_text("[1, 2")
+    with pytest.raises(SpLIPError, match="damaged: index.json is unreadable"):
+        GalleryIndex.load(directory)
+    indexes["flat"].save(directory)
+    text = (directory / "index.json").read_text().replace('"format_version": 1', '"format_version": 7')
+    (directory / "index.json").write_text(text)
+    with pytest.raises(SpLIPError, match="format 7, newer than"):
+        GalleryIndex.load(directory)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"jpeg")
+    with pytest.raises(SpLIPError, match="exists and is not a gallery index"):
+        indexes["flat"].save(tmp_path / "photos")
+
+
+def test_check_compatible_refuses_another_engine(indexes):
+    flat = indexes["flat"]
+    flat.check_compatible({"engine_hash": "e1", "embedding_dim": DIM})
+    flat.check_compatible({})  # nothing to compare
+    with pytest.raises(SpLIPError, match="built with another engine: engine_hash 'e1' .* != 'e2'"):
+        flat.check_compatible({"engine_hash": "e2", "embedding_dim": DIM})
+    with pytest.raises(SpLIPError, match="built with another engine: embedding_dim 64 .* != 512"):
+        flat.check_compatible({"engine_hash": "e1", "embedding_dim": 512})
+
+
+def test_k_beyond_the_gallery_pads_with_none_and_minus_inf(queries):
+    emb = synthetic_embeddings(5, DIM, CLUSTERS)[0]
+    for kind in ("flat", "hnsw"):
+        scores, ids = GalleryIndex.build(emb, list("abcde"), kind).search(queries[:3], 8)
+        assert scores.shape == ids.shape == (3, 8)
+        assert sorted(ids[0, :5]) == list("abcde") and list(ids[:, 5:].ravel()) == [None] * 9
+        assert np.isneginf(scores[:, 5:]).all() and np.isfinite(scores[:, :5]).all()
+
+
+def test_search_batches_of_zero_and_100k_queries(gallery, queries):
+    emb, ids = gallery
+    small = GalleryIndex.build(emb[:50], ids[:50], "flat")
+    scores, found = small.search(np.empty((0, DIM), np.float32), 5)
+    assert scores.shape == found.shape == (0, 5) and scores.dtype == np.float32
+    many = np.repeat(queries, 1563, axis=0)[:100_000]  # (1e5, D)
+    scores, found = small.search(many, 5)
+    assert found.shape == (100_000, 5)
+    np.testing.assert_array_equal(found[-64:], small.search(many[-64:], 5)[1])
+
+
+@pytest.mark.parametrize("k", [0, -1, MAX_K + 1, 2.5, True])
+def test_bad_k_is_refused(indexes, queries, k):
+    with pytest.raises(SpLIPError, match=f"k={k!r} must be an integer in \\[1, {MAX_K}\\]"):
+        indexes["flat"].search(queries, k)
+
+
+def test_bad_queries_are_refused(indexes, queries):
+    flat = indexes["flat"]
+    with pytest.raises(SpLIPError, match="queries have dim 32 but the index holds dim 64"):
+        flat.search(queries[:, :32], 5)
+    with pytest.raises(SpLIPError, match=r"pass one query as queries\[None\]"):
+        flat.search(queries[0], 5)
+    bad = queries[:3].copy()
+    bad[2, 0] = np.nan
+    with pytest.raises(SpLIPError, match="query row 2 is not finite"):
+        flat.search(bad, 5)
+    with pytest.raises(SpLIPError, match="search in smaller batches"):
+        flat.search(np.repeat(queries, 100, axis=0), MAX_K)
+    with pytest.raises(SpLIPError, match="device='cuda' searches flat indexes only"):
+        indexes["hnsw"].search(queries, 5, device="cuda")
+    with pytest.raises(SpLIPError, match="device 'tpu' is not 'cpu' or 'cuda'"):
+        flat.search(queries, 5, device="tpu")
+
+
+def test_cuda_search_matches_cpu_or_is_refused_without_a_gpu(indexes, queries):
+    import torch
+
+    flat = indexes["flat"]
+    if not torch.cuda.is_available():
+        with pytest.raises(SpLIPError, match="torch sees no CUDA device; use device='cpu'"):
+            flat.search(queries, K, device="cuda")
+        return
+    scores, rows = flat.search_positions(queries, K, device="cuda")
+    cpu_scores, cpu_rows = flat.search_positions(queries, K)
+    # the kernel may take the dot in float16 (queries rounded to 2^-11 relative): |error| <= 2^-11
+    np.testing.assert_allclose(scores, cpu_scores, atol=2**-11)
+    assert np.mean([len(set(a) & set(b)) / K for a, b in zip(rows, cpu_rows, strict=True)]) > 0.99  # ties aside
+
+
+def test_build_refuses_bad_input(gallery):
+    emb, ids = gallery
+    small, small_ids = emb[:100], ids[:100]
+    with pytest.raises(SpLIPError, match="row 3 has norm 2: .* L2-normalised"):
+        GalleryIndex.build(np.concatenate([small[:3], small[3:4] * 2]), small_ids[:4], "flat")
+    with pytest.raises(SpLIPError, match="gallery id 'p1' appears more than once"):
+        GalleryIndex.build(small[:3], ["p0", "p1", "p1"], "flat")
+    with pytest.raises(SpLIPError, match="100 embeddings but 99 ids"):
+        GalleryIndex.build(small, small_ids[:99], "flat")
+    with pytest.raises(SpLIPError, match="metric 'l2' is not supported"):
+        GalleryIndex.build(small, small_ids, "flat", metric="l2")
+    with pytest.raises(SpLIPError, match="kind ivfpq needs at least 9984 vectors .* use kind flat"):
+        GalleryIndex.build(small, small_ids, "ivfpq")
+    with pytest.raises(SpLIPError, match=r"unknown hnsw index parameter\(s\) \['nprobe'\]"):
+        GalleryIndex.build(small, small_ids, "hnsw", nprobe=3)
+    with pytest.raises(SpLIPError, match="need an explicit kind"):
+        GalleryIndex.build(small, small_ids, "auto", nprobe=3)
+    with pytest.raises(SpLIPError, match="index kind 'lsh' is not one of"):
+        GalleryIndex.build(small, small_ids, "lsh")
+    with pytest.raises(SpLIPError, match="cannot build an index over 0 embeddings"):
+        GalleryIndex.build(small[:0], [], "flat")
+
+
+def test_auto_is_flat_up_to_the_limit_then_ivfpq_within_the_memory_budget():
+    assert choose_kind(FLAT_MAX_COUNT, 512)[0] == "flat"
+    kind, params = choose_kind(FLAT_MAX_COUNT + 1, 512)
+    assert kind == "ivfpq" and params["refine"]
+    kind, params = choose_kind(100_000, 512, memory_budget_bytes=50 << 20)
+    assert kind == "ivfpq" and not params["refine"]  # flat (100 MB) does not fit, PQ codes (4 MB) do
+    assert choose_kind(1_000_000, 512, memory_budget_bytes=1100 << 20)[1]["refine"]  # 1 GB fp16 + codes
+    assert choose_kind(IVF_MIN_COUNT - 1, 512, memory_budget_bytes=1)[0] == "flat"  # too few to train IVF
+    with pytest.raises(SpLIPError, match="raise --memory-budget"):
+        choose_kind(1_000_000, 512, memory_budget_bytes=1 << 20)

@@ -1,0 +1,70 @@
+"""`splip-engine serve`: the real command in a subprocess on 127.0.0.1 answers searches like the
+Python API and stops on SIGINT; an index from another engine is refused before serving."""
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from splip_engine.cli import main
+from splip_engine.index import GalleryIndex
+
+from .helpers import reference_search
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow  # a fresh Python process importing torch, open_clip, faiss: ~10 s
+def test_serve_command_answers_searches_and_stops_on_sigint(tiny_checkpoint, tiny_encoder, gallery_index,
+                                                           sketches, tmp_path):
+    index_dir = gallery_index.save(tmp_path / "index")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "splip_engine", "serve", "--engine", str(tiny_checkpoint), "--index", str(index_dir),
+         "--port", str(port), "--backend", "torch", "--device", "cpu", "--max-wait-ms", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"serve exited early:\n{proc.stdout.read()}"
+            assert time.monotonic() < deadline, "serve did not come up in 60 s"
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        response = httpx.post(f"{url}/search", files={"image": ("s.png", sketches[3], "image/png")},
+                              data={"k": "4"}, timeout=20)
+        assert response.status_code == 200, response.text
+        scores, ids = reference_search(tiny_encoder, gallery_index, [sketches[3]], 4)
+        assert [hit["id"] for hit in response.json()["results"]] == list(ids[0])
+        np.testing.assert_allclose([hit["score"] for hit in response.json()["results"]], scores[0], atol=1e-5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stdout.close()
+
+
+def test_index_of_another_engine_is_refused(tiny_checkpoint, tmp_path):
+    vectors = np.eye(3, 32, dtype=np.float32)  # (3, 32): the tiny engine embeds to 64 dims
+    index_dir = GalleryIndex.build(vectors, ["a", "b", "c"], kind="flat").save(tmp_path / "index")
+    result = CliRunner().invoke(main, ["serve", "--engine", str(tiny_checkpoint), "--index", str(index_dir),
+                                       "--backend", "torch", "--device", "cpu"])
+    assert result.exit_code == 2
+    assert "the index was built with another engine: embedding_dim 32 (index) != 64 (engine)" in result.output
