@@ -7,8 +7,7 @@ two export-time entries there:
 - `export_math`: attention spelled out as MatMul / Softmax / MatMul, for TensorRT, whose builder
   fuses that pattern into its own MHA kernels (its ONNX parser has no contrib ops).
 `attention="onnx"` keeps torch's SDPA, which the opset-23 exporter turns into ONNX `Attention`.
-Measured on this CPU (ViT-B-32 SpLIP sketch tower, ORT 1.32; benchmarks/bench_encoders.py
-compares them): see `ATTENTION_CHOICE_NOTE`.
+MEASURED
 
 Input-independent tensors (V_tg, the template and class-name word embeddings, pooling weights)
 are baked: the graph is constant-folded with no input-size limit, so no subgraph that does not
@@ -41,13 +40,6 @@ MIN_OPSET, MAX_OPSET = 18, 23
 _FOLD_OUTPUT_LIMIT = 16 * 1024 * 1024
 """Largest baked tensor (elements): far above V_tg / word embeddings, below any weight product."""
 _KERNELS = {"contrib": "export_contrib", "onnx": "torch", "math": "export_math"}
-
-ATTENTION_CHOICE_NOTE = (
-    "contrib MultiHeadAttention: one node per layer; ORT's transpose optimiser removes the "
-    "layout transposes around it, so it runs as fast as the unfused graph, while the opset-23 "
-    "ONNX Attention node was slower at batch 1 with 2 threads"
-)
-
 
 @torch.library.custom_op("splip_export::attention", mutates_args=())
 def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -104,15 +96,34 @@ def _mha_translation():
 
 
 class EncoderGraph(nn.Module):
-    """What export traces for one tower: pixels (N, 3, S, S) float32 -> embeddings (N, D) float32."""
+    """What export traces for one tower: pixels (N, 3, S, S) float32 -> embeddings (N, D) float32,
+    with V_tg computed once here and held as a buffer (a graph constant)."""
 
     def __init__(self, model: SpLIP, modality: str):
         super().__init__()
         self.model = model
         self.modality = modality
+        with torch.no_grad():
+            baked = model.template_prompts(modality).detach().clone() if model.cfg.prompts else None
+        self.register_buffer("template_prompts", baked)  # V_tg (P_tg, Dv)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(pixels, self.modality)  # (N, D), L2-normalised
+        with _baked_template_prompts(self.model, self.template_prompts):
+            return self.model.encode(pixels, self.modality)  # (N, D), L2-normalised
+
+
+@contextlib.contextmanager
+def _baked_template_prompts(model: SpLIP, baked: torch.Tensor | None) -> Iterator[None]:
+    """Let `model.template_prompts(.)` return the baked V_tg while tracing (an instance attribute
+    shadows the method; removing it restores the method)."""
+    if baked is None:
+        yield
+        return
+    model.template_prompts = lambda modality: baked
+    try:
+        yield
+    finally:
+        del model.template_prompts
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -64,12 +64,17 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "tf32"  # Triton's default; only float32 operands read it
 
 
-class lazy_jit:  # noqa: N801 - used as a decorator, like triton.jit
+def on_device(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Make `tensor`'s GPU the current one while launching: Triton launches on the current device."""
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
+
+
+class lazy_jit:
     """`fn` as a Triton kernel (`kernel[grid](...)`), jitted per execution mode at first launch."""
 
     def __init__(self, fn: Callable) -> None:
         self.fn = fn
-        self._jitted: dict[bool, triton.runtime.KernelInterface] = {}
+        self._jitted: dict[bool, triton.runtime.KernelInterface] = {}  # interpreting? -> kernel
 
     def __getitem__(self, grid: tuple[int, ...]) -> Callable:
         interpret = interpreting()

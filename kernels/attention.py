@@ -16,7 +16,7 @@ import triton.language as tl
 
 from splip_engine.errors import SpLIPError
 
-from ._launch import check_launchable, dot_precision, lazy_jit
+from ._launch import check_launchable, dot_precision, lazy_jit, on_device
 
 ATTENTION_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_HEAD_DIM = 256
@@ -44,12 +44,13 @@ def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
         return out
     blocks = _attention_blocks(seq, head_dim)
     grid = (batch * heads, triton.cdiv(seq, blocks.m))
-    _attention_kernel[grid](
-        q, k, v, out, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        heads, seq, head_dim ** -0.5 * math.log2(math.e),
-        HEAD_DIM=head_dim, BLOCK_M=blocks.m, BLOCK_N=blocks.n, BLOCK_D=blocks.d, CAUSAL=bool(causal),
-        PRECISION=dot_precision(q.dtype), num_warps=blocks.num_warps, num_stages=2,
-    )
+    with on_device(q):
+        _attention_kernel[grid](
+            q, k, v, out, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+            heads, seq, head_dim ** -0.5 * math.log2(math.e),
+            HEAD_DIM=head_dim, BLOCK_M=blocks.m, BLOCK_N=blocks.n, BLOCK_D=blocks.d, CAUSAL=bool(causal),
+            PRECISION=dot_precision(q.dtype), num_warps=blocks.num_warps, num_stages=2,
+        )
     return out
 
 

@@ -3,7 +3,7 @@ tests and the GPU suite check the Triton outputs with."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

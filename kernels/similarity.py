@@ -5,7 +5,7 @@ scores of one BLOCK_G-row tile at a time in registers, and folds the tile into a
 (K = k rounded up to a power of two) by a bitonic merge. Score and row travel together as one
 int64 key: the float32 score's bits made order-preserving in the high word, the row in the low
 word, so sorting keys sorts scores. Stage 2 (torch.topk) merges the chunks' K candidates per
-query. The (Q, N) score matrix is never materialised: candidates are at most ~N/4 per query.
+query. The (Q, N) score matrix is never materialised: a query has at most max(K, ~N/4) candidates.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import triton.language as tl
 
 from splip_engine.errors import SpLIPError
 
-from ._launch import check_launchable, dot_precision, lazy_jit
+from ._launch import check_launchable, dot_precision, lazy_jit, on_device
 
 MAX_K = 1024
 SIMILARITY_DTYPES = (torch.float16, torch.float32)
@@ -87,13 +87,14 @@ def _plan(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> _Plan:
 def _search_slice(queries: torch.Tensor, gallery: torch.Tensor, k: int, plan: _Plan) -> tuple[torch.Tensor, torch.Tensor]:
     candidates = torch.empty((queries.shape[0], plan.n_chunks * plan.k_pad), dtype=torch.int64, device=queries.device)
     grid = (triton.cdiv(queries.shape[0], plan.block_q), plan.n_chunks)
-    _similarity_topk_kernel[grid](
-        queries, gallery, candidates, queries.shape[0], gallery.shape[0], queries.shape[1],
-        *queries.stride(), *gallery.stride(), candidates.stride(0), plan.tiles_per_chunk, _SENTINEL,
-        BLOCK_Q=plan.block_q, BLOCK_G=plan.block_g, BLOCK_D=plan.block_d, K_PAD=plan.k_pad,
-        FP16_DOT=_fp16_dot(queries, gallery), PRECISION=dot_precision(torch.float32),
-        num_warps=plan.num_warps, num_stages=2,
-    )
+    with on_device(queries):
+        _similarity_topk_kernel[grid](
+            queries, gallery, candidates, queries.shape[0], gallery.shape[0], queries.shape[1],
+            *queries.stride(), *gallery.stride(), candidates.stride(0), plan.tiles_per_chunk, _SENTINEL,
+            BLOCK_Q=plan.block_q, BLOCK_G=plan.block_g, BLOCK_D=plan.block_d, K_PAD=plan.k_pad,
+            FP16_DOT=_fp16_dot(queries, gallery), PRECISION=dot_precision(torch.float32),
+            num_warps=plan.num_warps, num_stages=2,
+        )
     keys = candidates.topk(k, dim=1).values  # (Q, k) int64, descending = by score
     return _unpack(keys)
 
@@ -136,7 +137,7 @@ def _similarity_topk_kernel(
     dims = tl.arange(0, BLOCK_D)
     best = tl.zeros([BLOCK_Q, K_PAD], tl.int64) + sentinel  # running top-K keys, sorted descending
     first_row = chunk * tiles_per_chunk * BLOCK_G
-    for tile in range(0, tiles_per_chunk):
+    for tile in range(tiles_per_chunk):
         rows_g = first_row + tile * BLOCK_G + tl.arange(0, BLOCK_G)  # (BLOCK_G,)
         row_ok = rows_g < n_gallery
         scores = tl.zeros([BLOCK_Q, BLOCK_G], tl.float32)

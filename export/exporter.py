@@ -1,0 +1,284 @@
+"""export_engines: SpLIP model or checkpoint -> engine dir, gated on fused attention and parity.
+
+Order: trace both towers (fp32, fused attention) -> count fused attention -> lower precision ->
+parity vs fp32 PyTorch on the probe batch (ONNX Runtime; TensorRT plans too when built) ->
+only if every check passed: write the graphs, plans and the checkpoint, then the manifest last.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from splip_engine._version import __version__
+from splip_engine.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
+from splip_engine.config import MODALITIES
+from splip_engine.errors import SpLIPError
+from splip_engine.io_utils import write_bytes_atomic, write_with_atomic
+from splip_engine.model import SpLIP
+
+from . import parity
+from .graph import (BATCH_AXIS, INPUT_NAME, MAX_OPSET, MIN_OPSET, OUTPUT_NAME,
+                    count_fused_attention, expected_attention_count, export_tower)
+from .manifest import MANIFEST_FILE, MANIFEST_FORMAT_VERSION, describe_file, write_manifest
+from .precision import convert_precision
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "tensorrt", "all")
+DEFAULT_MAX_BATCH = 64
+PREPROCESS = {"sketch": "pad_square_white", "photo": "resize_center_crop"}
+CHECKPOINT_DIR = "checkpoint"
+TIMING_CACHE_FILE = "timing.cache"
+
+
+@dataclass
+class ExportReport:
+    """What export checked and wrote; true when every check passed (and the engines were written)."""
+
+    out_dir: Path
+    precision: str
+    parity: dict[str, dict] = field(default_factory=dict)
+    fused_attention: dict[str, dict] = field(default_factory=dict)
+    tensorrt: dict[str, Any] | None = None
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.errors
+
+    @property
+    def written(self) -> bool:
+        return bool(self.files)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def lines(self) -> list[str]:
+        """Human-readable summary, one fact per line (the CLI prints these)."""
+        out = []
+        for tower, fused in self.fused_attention.items():
+            out.append(f"{tower}: {fused['count']}/{fused['expected']} attention layers fused ({fused['op_type']})")
+        for name, report in self.parity.items():
+            verdict = "ok" if report["passed"] else "FAILED: " + ", ".join(report["failed"])
+            out.append(f"{name} {self.precision} parity vs PyTorch fp32: max |diff| {report['max_abs_diff']:.2e}, "
+                       f"min cosine {report['min_cosine']:.6f}, top-10 agreement {report['top10_agreement']:.3f} "
+                       f"[{verdict}]")
+        if self.tensorrt:
+            for plan, report in self.tensorrt.get("parity", {}).items():
+                verdict = "ok" if report["passed"] else "FAILED: " + ", ".join(report["failed"])
+                out.append(f"{plan}: min cosine {report['min_cosine']:.6f} [{verdict}]")
+            for tower, info in self.tensorrt.get("inspection", {}).items():
+                out.append(f"{tower} TensorRT: {info['mha_layers']} fused MHA layers of {info['layers']}")
+        out += [f"note: {n}" for n in self.notes]
+        if self.files:
+            out.append(f"wrote {self.out_dir}: {', '.join(self.files)}")
+        elif self.errors:
+            out.append(f"nothing written to {self.out_dir}")
+        return out
+
+
+def _formats(formats: str | Sequence[str]) -> set[str]:
+    requested = {formats} if isinstance(formats, str) else set(formats)
+    unknown = requested - set(FORMATS)
+    if unknown:
+        raise SpLIPError(f"format {sorted(unknown)}: choose from {FORMATS}")
+    return {"onnx", "tensorrt"} if "all" in requested else requested
+
+
+def _precision(fp16: bool, int8: bool) -> str:
+    if fp16 and int8:
+        raise SpLIPError("--fp16 and --int8 exclude each other: fp16 is for GPU engines, int8 for CPU engines")
+    return "fp16" if fp16 else "int8" if int8 else "fp32"
+
+
+def _resolve_model(model_or_checkpoint: SpLIP | str | Path) -> SpLIP:
+    if isinstance(model_or_checkpoint, SpLIP):
+        return model_or_checkpoint.cpu().eval()
+    return load_checkpoint(model_or_checkpoint).eval()
+
+
+def export_engines(model_or_checkpoint: SpLIP | str | Path, out_dir: str | Path = "engines", fp16: bool = False,
+                   int8: bool = False, formats: str | Sequence[str] = ("onnx",), opset: int = 23,
+                   max_batch: int = DEFAULT_MAX_BATCH, allow_unfused: bool = False,
+                   thresholds: dict[str, float] | None = None, triton_repo: str | Path | None = None) -> ExportReport:
+    """Export the sketch and photo encoders of a SpLIP model (or checkpoint dir) to `out_dir`.
+
+    `thresholds` overrides parity bounds of the exported precision (metric -> bound, see
+    parity.DEFAULT_THRESHOLDS). Nothing is written unless every check passes; the returned
+    report says what was checked and written. Formats with TensorRT need TensorRT and a GPU:
+    without them `all` writes the ONNX engines and notes it, `tensorrt` writes them and fails.
+    """
+    from .tensorrt import tensorrt_unavailable
+
+    out_dir = Path(out_dir)
+    precision = _precision(fp16, int8)
+    wanted = _formats(formats)
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise SpLIPError(f"opset={opset}: supported opsets are {MIN_OPSET}..{MAX_OPSET}")
+    if max_batch < 1:
+        raise SpLIPError(f"max_batch={max_batch}: must be >= 1")
+    if "tensorrt" in wanted and precision == "int8":
+        raise SpLIPError("--int8 engines are for ONNX Runtime on CPU; TensorRT plans are fp32/fp16: use --format onnx")
+    bounds = parity.resolve_thresholds(precision, thresholds)
+    parity.require_onnxruntime()
+    model = _resolve_model(model_or_checkpoint)
+    report = ExportReport(out_dir=out_dir, precision=precision)
+
+    trt_reason = tensorrt_unavailable() if "tensorrt" in wanted else None
+    probe = parity.probe_images(model.image_size)
+    graphs = {m: _export_checked_tower(model, m, opset, precision, bounds, probe, allow_unfused, report)
+              for m in MODALITIES}
+    plans, timing_cache = {}, b""
+    if "tensorrt" in wanted and not trt_reason:
+        plans, timing_cache = _build_checked_plans(model, opset, precision, bounds, probe, max_batch, out_dir, report)
+    if report.errors:  # a gate failed: nothing is written
+        return report
+    _write_engine_dir(model, out_dir, graphs, plans, timing_cache, precision, opset, thresholds or {}, report)
+    if trt_reason:
+        message = f"{trt_reason}: no TensorRT plans built; wrote the ONNX engines only"
+        (report.errors if wanted == {"tensorrt"} else report.notes).append(message)
+    if triton_repo is not None:
+        from .manifest import read_manifest
+        from .triton import write_triton_repo
+
+        models = write_triton_repo(triton_repo, out_dir, read_manifest(out_dir), max_batch)
+        report.notes.append(f"Triton model repository {triton_repo}: {', '.join(m.name for m in models)}")
+    return report
+
+
+def _export_checked_tower(model: SpLIP, modality: str, opset: int, precision: str, bounds: dict[str, float],
+                          probe, allow_unfused: bool, report: ExportReport):
+    """Trace one tower, count its fused attention, lower its precision and run the parity gate
+    (the fp32 graph first, then the lowered one); results go into `report`."""
+    graph = export_tower(model, modality, opset=opset, attention="contrib")
+    count, op_type = count_fused_attention(graph)
+    expected = expected_attention_count(model)
+    fused_ok = count == expected or allow_unfused
+    report.fused_attention[modality] = {"count": count, "expected": expected, "op_type": op_type,
+                                        "passed": fused_ok, "allowed_unfused": allow_unfused and count != expected}
+    if not fused_ok:
+        report.errors.append(f"{modality} tower: {count} fused attention nodes, expected {expected} (one per "
+                             "transformer layer); pass --allow-unfused to export it anyway")
+    reference = parity.embed_batched(parity.torch_embedder(model, modality), probe)
+    fp32_check = parity.compare(reference, parity.embed_batched(parity.onnxruntime_embedder(graph), probe),
+                                parity.resolve_thresholds("fp32"))
+    engine = graph
+    if precision == "fp32":
+        result = fp32_check
+    else:
+        engine = convert_precision(graph, precision)
+        result = parity.compare(reference, parity.embed_batched(parity.onnxruntime_embedder(engine), probe), bounds)
+        result["fp32_graph"] = fp32_check
+        if not fp32_check["passed"]:
+            result["passed"] = False
+            result["failed"] = [f"fp32 graph: {f}" for f in fp32_check["failed"]] + result["failed"]
+    report.parity[modality] = result
+    if not result["passed"]:
+        report.errors.append(f"{modality} tower failed the {precision} parity gate: {', '.join(result['failed'])}")
+    logger.info("%s tower: %d/%d fused, parity %s", modality, count, expected, result)
+    return engine
+
+
+def _build_checked_plans(model: SpLIP, opset: int, precision: str, bounds: dict[str, float], probe,
+                         max_batch: int, out_dir: Path, report: ExportReport) -> tuple[dict[str, bytes], bytes]:
+    """Build the throughput and latency plans of both towers and gate each through TensorRT."""
+    from . import tensorrt as trt_export
+
+    cache_path = out_dir / TIMING_CACHE_FILE
+    timing_cache = cache_path.read_bytes() if cache_path.is_file() else b""
+    plans: dict[str, bytes] = {}
+    info: dict[str, Any] = {"version": trt_export.tensorrt_version(), "opset": trt_export.TENSORRT_OPSET,
+                            "plans": {}, "inspection": {}, "parity": {}}
+    for modality in MODALITIES:
+        graph = export_tower(model, modality, opset=min(opset, trt_export.TENSORRT_OPSET), attention="math")
+        reference = parity.embed_batched(parity.torch_embedder(model, modality), probe)
+        info["plans"][modality] = {}
+        for profile in trt_export.plan_profiles(max_batch):
+            plan, timing_cache = trt_export.build_plan(graph.SerializeToString(), model.image_size, profile,
+                                                       fp16=precision == "fp16", timing_cache=timing_cache)
+            name = f"{modality}.plan" if profile.name == "throughput" else f"{modality}.b1.plan"
+            plans[name] = plan
+            info["plans"][modality][profile.name] = {"file": name, "min_batch": profile.min_batch,
+                                                     "opt_batch": profile.opt_batch, "max_batch": profile.max_batch}
+            batch = min(parity.PROBE_BATCH, profile.max_batch)
+            result = parity.compare(reference, parity.embed_batched(trt_export.PlanRunner(plan), probe, batch), bounds)
+            info["parity"][name] = result
+            if not result["passed"]:
+                report.errors.append(f"TensorRT plan {name} failed the {precision} parity gate: "
+                                     f"{', '.join(result['failed'])}")
+            if profile.name == "throughput":
+                info["inspection"][modality] = trt_export.inspect_plan(plan)
+    report.tensorrt = info
+    return plans, timing_cache
+
+
+def _write_engine_dir(model: SpLIP, out_dir: Path, graphs: dict, plans: dict[str, bytes], timing_cache: bytes,
+                      precision: str, opset: int, overrides: dict[str, float], report: ExportReport) -> None:
+    """Write graphs, plans, checkpoint; then manifest.json last (an old one is removed first, so a
+    half-rewritten dir never carries a valid-looking manifest)."""
+    import onnx
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
+    files: dict[str, dict[str, Any]] = {}
+    for modality, graph in graphs.items():
+        name = f"{modality}.onnx"
+        write_with_atomic(out_dir / name, lambda tmp, g=graph: onnx.save(g, str(tmp)))
+        files[name] = describe_file(out_dir, name, "onnx", modality)
+    for name, plan in plans.items():
+        write_bytes_atomic(out_dir / name, plan)
+        files[name] = describe_file(out_dir, name, "tensorrt", name.split(".")[0])
+    if timing_cache:
+        write_bytes_atomic(out_dir / TIMING_CACHE_FILE, timing_cache)
+        files[TIMING_CACHE_FILE] = describe_file(out_dir, TIMING_CACHE_FILE, "tensorrt-timing-cache")
+    save_checkpoint(model, out_dir / CHECKPOINT_DIR)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        relative = f"{CHECKPOINT_DIR}/{name}"
+        files[relative] = describe_file(out_dir, relative, "splip-checkpoint")
+    write_manifest(out_dir, _manifest(model, precision, opset, overrides, files, report))
+    report.files = sorted(files) + [MANIFEST_FILE]
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import open_clip
+    import torch
+
+    ort = parity.require_onnxruntime()
+    return {"splip_engine": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": ort.__version__, "open_clip": open_clip.__version__}
+
+
+def _manifest(model: SpLIP, precision: str, opset: int, overrides: dict[str, float],
+              files: dict[str, dict[str, Any]], report: ExportReport) -> dict[str, Any]:
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    size = model.image_size
+    manifest = {
+        "format_version": MANIFEST_FORMAT_VERSION,
+        "package_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "model_config": model.cfg.to_dict(),
+        "image_size": size,
+        "mean": list(OPENAI_DATASET_MEAN),
+        "std": list(OPENAI_DATASET_STD),
+        "preprocess": dict(PREPROCESS),
+        "embedding_dim": model.embed_dim,
+        "precision": precision,
+        "opset": opset,
+        "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [BATCH_AXIS, 3, size, size]},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [BATCH_AXIS, model.embed_dim]},
+        "files": files,
+        "parity": report.parity,
+        "threshold_overrides": dict(overrides),
+        "fused_attention": report.fused_attention,
+    }
+    if report.tensorrt:
+        manifest["tensorrt"] = report.tensorrt
+    return manifest

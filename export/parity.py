@@ -1,0 +1,125 @@
+"""The parity gate: an exported engine must reproduce PyTorch (fp32) on a probe batch.
+
+Every engine is compared with the fp32 PyTorch model on the same seeded probe images: max abs
+diff and min cosine of the embeddings, and top-10 agreement of a probe retrieval (the first
+`PROBE_QUERIES` embeddings query the rest). The bounds per precision live in DEFAULT_THRESHOLDS
+only; `resolve_thresholds` applies a caller's overrides (recorded in the manifest).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from splip_engine.errors import SpLIPError
+from splip_engine.model import SpLIP
+
+METRICS = {"max_abs_diff": "max", "min_cosine": "min", "top10_agreement": "min"}
+"""Each metric and whether its threshold is an upper (`max`) or lower (`min`) bound."""
+DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
+    "fp32": {"max_abs_diff": 1e-4},  # same math, different kernels: float32 rounding only
+    "fp16": {"min_cosine": 0.999},  # half-precision rounding must not move embeddings
+    "int8": {"top10_agreement": 0.9},  # quantization may reorder near ties, not the neighbours
+}
+PROBE_SIZE = 40
+PROBE_QUERIES = 8
+PROBE_BATCH = 8
+TOP_K = 10
+
+Embedder = Callable[[np.ndarray], np.ndarray]
+"""pixels (n, 3, S, S) float32 -> embeddings (n, D) float32: one engine under test."""
+
+
+def resolve_thresholds(precision: str, overrides: dict[str, float] | None = None) -> dict[str, float]:
+    """DEFAULT_THRESHOLDS[precision] with `overrides` (metric -> bound) applied."""
+    bounds = dict(DEFAULT_THRESHOLDS[precision])
+    for metric, value in (overrides or {}).items():
+        if metric not in METRICS:
+            raise SpLIPError(f"unknown parity threshold {metric!r}: choose from {sorted(METRICS)}")
+        bounds[metric] = float(value)
+    return bounds
+
+
+def probe_images(image_size: int, n: int = PROBE_SIZE, seed: int = 0) -> np.ndarray:
+    """Seeded, image-like probe batch (n, 3, S, S) float32 in normalised pixel units: smooth
+    blobs at several scales plus fine noise, so that embeddings differ enough to rank."""
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.zeros(n, 3, image_size, image_size)
+    for cells in (2, 4, 8):
+        coarse = torch.randn(n, 3, cells, cells, generator=gen)  # (n, 3, c, c)
+        images += F.interpolate(coarse, size=image_size, mode="bilinear", align_corners=False)
+    images += 0.3 * torch.randn(n, 3, image_size, image_size, generator=gen)
+    return images.numpy().astype(np.float32)
+
+
+def require_onnxruntime():
+    """Import onnxruntime or fail naming the extra that installs it."""
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise SpLIPError(
+            "onnxruntime is not installed: export checks every engine with it; "
+            "pip install 'splip-engine[cpu]' (or [gpu])"
+        ) from e
+    return onnxruntime
+
+
+def onnxruntime_embedder(graph, threads: int = 0) -> Embedder:
+    """An onnx.ModelProto on ONNX Runtime's CPU provider (all graph optimisations on)."""
+    ort = require_onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads  # 0: ORT's default, one per core
+    session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def embed(pixels: np.ndarray) -> np.ndarray:
+        return session.run(None, {input_name: pixels})[0]
+
+    return embed
+
+
+def torch_embedder(model: SpLIP, modality: str) -> Embedder:
+    """The fp32 PyTorch reference for one tower."""
+
+    def embed(pixels: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model.encode(torch.from_numpy(pixels).float(), modality).numpy()
+
+    return embed
+
+
+def embed_batched(embedder: Embedder, pixels: np.ndarray, batch: int = PROBE_BATCH) -> np.ndarray:
+    """Run `embedder` over `pixels` (n, 3, S, S) in batches of `batch` -> (n, D) float32."""
+    return np.concatenate([embedder(pixels[i:i + batch]) for i in range(0, len(pixels), batch)]).astype(np.float32)
+
+
+def top_k_agreement(reference: np.ndarray, candidate: np.ndarray, n_queries: int = PROBE_QUERIES,
+                    k: int = TOP_K) -> float:
+    """Mean overlap of the top-k gallery neighbours of each query, reference vs candidate
+    (rows [:n_queries] query rows [n_queries:])."""
+    def neighbours(emb: np.ndarray) -> np.ndarray:
+        scores = emb[:n_queries] @ emb[n_queries:].T  # (Q, G)
+        return np.argsort(-scores, axis=1, kind="stable")[:, :k]  # (Q, k) gallery rows
+
+    ref, cand = neighbours(reference), neighbours(candidate)
+    return float(np.mean([len(set(r) & set(c)) / ref.shape[1] for r, c in zip(ref, cand)]))
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, thresholds: dict[str, float]) -> dict:
+    """Parity report of `candidate` vs `reference` embeddings (n, D): metrics, bounds, passed."""
+    cosine = np.sum(reference * candidate, axis=1) / (
+        np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1))  # (n,)
+    metrics = {
+        "max_abs_diff": float(np.max(np.abs(reference - candidate))),
+        "min_cosine": float(np.min(cosine)),
+        "top10_agreement": top_k_agreement(reference, candidate),
+    }
+    failed = [
+        f"{m} {metrics[m]:.6g} {'>' if METRICS[m] == 'max' else '<'} {bound:g}"
+        for m, bound in thresholds.items()
+        if (metrics[m] > bound if METRICS[m] == "max" else metrics[m] < bound) or np.isnan(metrics[m])
+    ]
+    return {**metrics, "thresholds": dict(thresholds), "n_probe": int(len(reference)),
+            "passed": not failed, "failed": failed}

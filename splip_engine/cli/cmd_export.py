@@ -1,0 +1,82 @@
+"""`splip-engine export`: a checkpoint -> ONNX (and TensorRT) engines, gated on parity."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from splip_engine.cli.options import fp16_option
+from splip_engine.errors import SpLIPError
+
+
+def _parse_thresholds(pairs: tuple[str, ...]) -> dict[str, float]:
+    """`METRIC=VALUE` pairs -> {metric: value}."""
+    parsed = {}
+    for pair in pairs:
+        metric, sep, value = pair.partition("=")
+        try:
+            if not sep:
+                raise ValueError("no '='")
+            parsed[metric.strip()] = float(value)
+        except ValueError as e:
+            raise SpLIPError(f"--threshold {pair!r}: expected METRIC=NUMBER, e.g. --threshold min_cosine=0.998") from e
+    return parsed
+
+
+@click.command("export")
+@click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path),
+              help="Checkpoint dir (from `train` / save_checkpoint). Default: the latest run's (runs/latest).")
+@click.option("--clip-model", help="Export an untrained SpLIP on this CLIP model instead of a checkpoint.")
+@click.option("--pretrained", help="With --clip-model: pretrained tag or weights file ('' = random init).")
+@click.option("--out", "out_dir", default="engines", show_default=True, type=click.Path(path_type=Path),
+              help="Engine dir to write.")
+@fp16_option
+@click.option("--int8", is_flag=True, help="int8 (dynamically quantized) CPU engines for ONNX Runtime.")
+@click.option("--format", "fmt", default="onnx", show_default=True, type=click.Choice(["onnx", "tensorrt", "all"]),
+              help="Engines to build; tensorrt needs TensorRT and a CUDA GPU (all: skipped without them).")
+@click.option("--opset", default=23, show_default=True, type=click.IntRange(18, 23), help="ONNX opset.")
+@click.option("--max-batch", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Largest batch of the TensorRT throughput plan and the Triton models.")
+@click.option("--allow-unfused", is_flag=True, help="Export even when attention is not fused in every layer.")
+@click.option("--threshold", "thresholds", multiple=True, metavar="METRIC=VALUE",
+              help="Override a parity bound (max_abs_diff, min_cosine, top10_agreement); recorded in the manifest.")
+@click.option("--triton-repo", type=click.Path(file_okay=False, path_type=Path),
+              help="Also lay the engines out as a Triton Inference Server model repository here.")
+def command(checkpoint: Path | None, clip_model: str | None, pretrained: str | None, out_dir: Path, fp16: bool,
+            int8: bool, fmt: str, opset: int, max_batch: int, allow_unfused: bool, thresholds: tuple[str, ...],
+            triton_repo: Path | None) -> None:
+    """Export the sketch and photo encoders as engines checked against PyTorch before writing.
+
+    \b
+    Example:
+      splip-engine export --fp16                       # latest training run -> engines/
+      splip-engine export --checkpoint runs/x/ckpt --int8 --out engines-int8
+      splip-engine export --clip-model tiny --pretrained '' --format all --triton-repo triton/
+    """
+    from splip_engine.export import export_engines, find_latest_checkpoint
+
+    if checkpoint and clip_model:
+        raise SpLIPError("pass either --checkpoint DIR or --clip-model NAME, not both")
+    if pretrained is not None and not clip_model:
+        raise SpLIPError("--pretrained goes with --clip-model NAME (a checkpoint records its own backbone)")
+    if clip_model:
+        from splip_engine import SpLIPConfig, build_model
+
+        kwargs = {} if pretrained is None else {"pretrained": pretrained}
+        source = build_model(SpLIPConfig(clip_model=clip_model, **kwargs))
+        label = f"untrained SpLIP on {clip_model}"
+    else:
+        source = checkpoint or find_latest_checkpoint()
+        label = f"checkpoint {source}"
+    click.echo(f"exporting {label} to {out_dir} (tracing both towers, then the parity gate)...")
+    report = export_engines(
+        source, out_dir, fp16=fp16, int8=int8, formats=fmt, opset=opset, max_batch=max_batch,
+        allow_unfused=allow_unfused, thresholds=_parse_thresholds(thresholds), triton_repo=triton_repo,
+    )
+    for line in report.lines():
+        click.echo(line)
+    for error in report.errors:
+        click.secho(f"error: {error}", err=True, fg="red")
+    if not report:
+        sys.exit(1)
