@@ -13,7 +13,7 @@ from splip_engine.evaluation import retrieval_metrics
 N_QUERIES, N_GALLERY, DIM, N_CLASSES = 10_000, 100_000, 512, 100
 
 
-def _embeddings(n: int, centers: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _embeddings(n: int, centers: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
     """n float16 (n, D) embeddings around their class centres, and the labels (n,), made in blocks."""
     labels = torch.randint(0, len(centers), (n,), generator=generator)
     emb = torch.empty(n, centers.shape[1], dtype=torch.float16)

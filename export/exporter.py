@@ -131,7 +131,7 @@ def export_engines(model_or_checkpoint: SpLIP | str | Path, out_dir: str | Path 
 
     trt_reason = tensorrt_unavailable() if "tensorrt" in wanted else None
     probe = parity.probe_images(model.image_size)
-    graphs = {m: _export_checked_tower(model, m, opset, precision, bounds, probe, allow_unfused, report)
+    graphs = {m: export_checked_tower(model, m, opset, precision, bounds, probe, allow_unfused, report)
               for m in MODALITIES}
     plans, timing_cache = {}, b""
     if "tensorrt" in wanted and not trt_reason:
@@ -151,7 +151,7 @@ def export_engines(model_or_checkpoint: SpLIP | str | Path, out_dir: str | Path 
     return report
 
 
-def _export_checked_tower(model: SpLIP, modality: str, opset: int, precision: str, bounds: dict[str, float],
+def export_checked_tower(model: SpLIP, modality: str, opset: int, precision: str, bounds: dict[str, float],
                           probe, allow_unfused: bool, report: ExportReport):
     """Trace one tower, count its fused attention, lower its precision and run the parity gate
     (the fp32 graph first, then the lowered one); results go into `report`."""
@@ -192,26 +192,30 @@ def _build_checked_plans(model: SpLIP, opset: int, precision: str, bounds: dict[
     cache_path = out_dir / TIMING_CACHE_FILE
     timing_cache = cache_path.read_bytes() if cache_path.is_file() else b""
     plans: dict[str, bytes] = {}
-    info: dict[str, Any] = {"version": trt_export.tensorrt_version(), "opset": trt_export.TENSORRT_OPSET,
-                            "plans": {}, "inspection": {}, "parity": {}}
+    profiles = trt_export.plan_profiles(max_batch)
+    info: dict[str, Any] = {
+        "version": trt_export.tensorrt_version(), "opset": trt_export.TENSORRT_OPSET, "max_batch": max_batch,
+        "plans": {}, "latency_plans": {}, "inspection": {}, "parity": {},
+        "profiles": {p.name: {"min_batch": p.min_batch, "opt_batch": p.opt_batch, "max_batch": p.max_batch}
+                     for p in profiles},
+    }
     for modality in MODALITIES:
         graph = export_tower(model, modality, opset=min(opset, trt_export.TENSORRT_OPSET), attention="math")
         reference = parity.embed_batched(parity.torch_embedder(model, modality), probe)
-        info["plans"][modality] = {}
-        for profile in trt_export.plan_profiles(max_batch):
+        for profile in profiles:
             plan, timing_cache = trt_export.build_plan(graph.SerializeToString(), model.image_size, profile,
                                                        fp16=precision == "fp16", timing_cache=timing_cache)
-            name = f"{modality}.plan" if profile.name == "throughput" else f"{modality}.b1.plan"
+            throughput = profile.name == "throughput"
+            name = f"{modality}.plan" if throughput else f"{modality}.b1.plan"
             plans[name] = plan
-            info["plans"][modality][profile.name] = {"file": name, "min_batch": profile.min_batch,
-                                                     "opt_batch": profile.opt_batch, "max_batch": profile.max_batch}
+            info["plans" if throughput else "latency_plans"][modality] = name
             batch = min(parity.PROBE_BATCH, profile.max_batch)
             result = parity.compare(reference, parity.embed_batched(trt_export.PlanRunner(plan), probe, batch), bounds)
             info["parity"][name] = result
             if not result["passed"]:
                 report.errors.append(f"TensorRT plan {name} failed the {precision} parity gate: "
                                      f"{', '.join(result['failed'])}")
-            if profile.name == "throughput":
+            if throughput:
                 info["inspection"][modality] = trt_export.inspect_plan(plan)
     report.tensorrt = info
     return plans, timing_cache

@@ -36,7 +36,7 @@ def model_config(name: str, platform: str, max_batch: int, image_size: int, embe
 def write_triton_repo(repo: str | Path, engine_dir: str | Path, manifest: dict[str, Any], max_batch: int) -> list[Path]:
     """Copy the engine dir's towers into `repo` as Triton models; returns the model dirs."""
     repo, engine_dir = Path(repo), Path(engine_dir)
-    plans = {m: p["throughput"]["file"] for m, p in manifest.get("tensorrt", {}).get("plans", {}).items()}
+    plans = manifest.get("tensorrt", {}).get("plans", {})  # modality -> throughput plan file
     written = []
     for relative, entry in sorted(manifest["files"].items()):
         modality, kind = entry.get("modality"), entry["format"]

@@ -167,7 +167,7 @@ def run_train(model_cfg: SpLIPConfig, cfg: TrainConfig, resume: bool = False, pr
     from splip_engine.data.folder import SBIRFolder
     from splip_engine.data.sampler import TripletSampler
     from splip_engine.data.transforms import PreprocessSpec, eval_transform, train_transform
-    from splip_engine.export.manifest import record_latest_checkpoint
+    from splip_engine.export import record_latest_checkpoint
     from splip_engine.losses import SpLIPLoss
     from splip_engine.model import build_model
 

@@ -1,6 +1,4 @@
 """retrieval_metrics / fg_accuracy against a per-query reference written from SPEC §5, hand cases, errors."""
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -125,7 +123,8 @@ def test_hand_case_precision_made_monotone():
 
 def test_queries_without_relevant_photos_are_skipped_and_counted():
     # Queries "a", "b" (the two hand cases above) and "z" (R = 0): means over a and b only.
-    got = retrieval_metrics(_unit_2d([1.0, 1.0, 1.0]), ["a", "z", "b"], _HAND_GALLERY, _HAND_LABELS, ks=(2,))
+    queries = _unit_2d([1.0, 1.0, 1.0])
+    got = retrieval_metrics(queries, ["a", "z", "b"], _HAND_GALLERY, _HAND_LABELS, ks=(2,))
     assert got["n_queries"] == 2 and got["n_skipped"] == 1
     assert got["map_all"] == pytest.approx((13 / 18 + 3 / 5) / 2, abs=1e-12)
     assert got["prec_2"] == pytest.approx(1 / 2, abs=1e-12)
@@ -199,12 +198,10 @@ def test_format_metrics_table():
         "zs": {"map_all": 0.8021, "prec_100": 0.867, "n_queries": 10, "n_skipped": 0},
         "fg": {"acc_1": 0.3345, "n_queries": 5},
     }
-    assert format_metrics_table(results) == "\n".join(
-        [
-            "| setting | mAP@all (%) | P@100 (%) | queries | skipped | Acc@1 (%) |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
-            "| zs | 80.21 | 86.70 | 10 | 0 | - |",
-            "| fg | - | - | 5 | - | 33.45 |",
-        ]
+    assert format_metrics_table(results) == (
+        "| setting | mAP@all (%) | P@100 (%) | queries | skipped | Acc@1 (%) |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: |\n"
+        "| zs | 80.21 | 86.70 | 10 | 0 | - |\n"
+        "| fg | - | - | 5 | - | 33.45 |"
     )
 

@@ -31,7 +31,8 @@ def test_triplet_is_zero_when_margin_met_and_grows_with_margin():
     assert triplet_loss(anchor, positive, negative, 1.25).item() == pytest.approx(0.25)
     assert triplet_loss(anchor, positive, negative, 1.5).item() == pytest.approx(0.5)
     # per-triplet margins (B,): mean of max(0, -1 + m_b) = (0 + 0.5) / 2
-    two = triplet_loss(_E[:1].repeat(2, 1), _E[:1].repeat(2, 1), _E[1:2].repeat(2, 1), torch.tensor([0.5, 1.5]))
+    anchors, negatives = _E[:1].repeat(2, 1), _E[1:2].repeat(2, 1)
+    two = triplet_loss(anchors, anchors, negatives, torch.tensor([0.5, 1.5]))
     assert two.item() == pytest.approx(0.25)
 
 
@@ -134,17 +135,18 @@ def test_jigsaw_loss_value_is_ce_plus_per_sample_hinge():
 
 def _loss_inputs(batch=4, dim=8, tokens=5, width=16, n_perms=30, seed=0):
     g = torch.Generator().manual_seed(seed)
-    emb = {name: torch.randn(batch, dim, generator=g, requires_grad=True) for name in ("s", "p", "n")}
-    tok = {name: torch.randn(batch, tokens, width, generator=g, requires_grad=True) for name in ("s", "p", "n", "x")}
-    return emb, tok, dict(
-        labels=torch.tensor([0, 1, 2, 0][:batch]),
-        negative_labels=torch.tensor([1, 2, 0, 2][:batch]),
-        sketch_tokens=tok["s"],
-        positive_tokens=tok["p"],
-        negative_tokens=tok["n"],
-        shuffled_tokens=tok["x"],
-        perm_labels=torch.randint(0, n_perms, (batch,), generator=g),
-    )
+    emb = {name: torch.randn(batch, dim, generator=g, requires_grad=True) for name in "spn"}
+    tok = {name: torch.randn(batch, tokens, width, generator=g, requires_grad=True) for name in "spnx"}
+    kwargs = {
+        "labels": torch.tensor([0, 1, 2, 0][:batch]),
+        "negative_labels": torch.tensor([1, 2, 0, 2][:batch]),
+        "sketch_tokens": tok["s"],
+        "positive_tokens": tok["p"],
+        "negative_tokens": tok["n"],
+        "shuffled_tokens": tok["x"],
+        "perm_labels": torch.randint(0, n_perms, (batch,), generator=g),
+    }
+    return emb, tok, kwargs
 
 
 def _splip_loss(cfg, dim=8, width=16):

@@ -30,7 +30,7 @@ def command(model_path, data_root, sketch_root, photo_root, split, modes, ks, ou
     """
     from splip_engine.data.folder import SBIRFolder
     from splip_engine.evaluation import format_metrics_table
-    from splip_engine.export.manifest import find_latest_checkpoint
+    from splip_engine.export import find_latest_checkpoint
     from splip_engine.io_utils import write_text_atomic
     from splip_engine.protocol import evaluate_protocol
     from splip_engine.runtime import load_engine

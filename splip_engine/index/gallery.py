@@ -18,6 +18,7 @@ import json
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -113,10 +114,13 @@ def _check_ids(ids: Sequence[str], count: int) -> np.ndarray:
     if not all(isinstance(i, str) for i in ids):
         raise SpLIPError("gallery ids must be str")
     if len(set(ids)) != count:
-        seen: set[str] = set()
-        dup = next(i for i in ids if i in seen or seen.add(i))
+        dup = next(i for i, n in Counter(ids).items() if n > 1)
         raise SpLIPError(f"gallery id {dup!r} appears more than once; ids must be unique")
     return ids
+
+
+_CUDA_MAX_K = 1024
+"""Largest k of splip_engine.kernels.similarity_topk (the CUDA flat search)."""
 
 
 def _check_k(k: int) -> int:
@@ -260,6 +264,8 @@ class GalleryIndex:
         if len(queries) * k > _MAX_RESULTS:
             raise SpLIPError(f"{len(queries)} queries x k={k} results is more than {_MAX_RESULTS}; "
                              "search in smaller batches")
+        if device == "cuda" and k > _CUDA_MAX_K:  # beyond the fused kernel's k: FAISS on the CPU
+            device = "cpu"
         if device == "cuda":
             return self._search_cuda(queries, k)
         if device != "cpu":

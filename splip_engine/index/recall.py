@@ -40,25 +40,35 @@ def tune_search(
     index: GalleryIndex, exact_index: GalleryIndex, queries: np.ndarray, k: int = 100,
     target_recall: float = 0.95,
 ) -> dict[str, Any]:
-    """Set the cheapest search parameter (ivfpq: nprobe, hnsw: ef_search) whose recall@k on
-    `queries` reaches `target_recall`, or the largest tried when none does (logged).
+    """Set the cheapest search parameters whose recall@k on `queries` reaches `target_recall`, or
+    the largest tried when none does (logged). ivfpq: first the re-ranking depth k_factor (with
+    every list probed), then nprobe; hnsw: ef_search.
 
     Returns {"params": the search parameters set, "recall": recall@k they reach on `queries`}.
     """
     if index.kind == "flat":
         return {"params": {}, "recall": 1.0}
     exact = _exact_positions(index, exact_index, queries, k)
+    chosen: dict[str, int] = {}
+
+    def first_reaching(name: str, values: list[int], **fixed: int) -> float:
+        for value in values:
+            index.set_search_params(**chosen, **fixed, **{name: value})
+            recall = _recall(index.search_positions(queries, k)[1], exact)
+            log.info("%s=%d %s: recall@%d %.4f", name, value, fixed or "", k, recall)
+            if recall >= target_recall:
+                break
+        else:
+            log.warning("recall@%d %.3f is below the target %.3f even at %s=%d", k, recall, target_recall, name, value)
+        chosen[name] = value
+        return recall
+
+    params = index.info["params"]
     if index.kind == "ivfpq":
-        name, nlist = "nprobe", index.info["params"]["nlist"]
-        candidates = sorted({min(2**i, nlist) for i in range(nlist.bit_length() + 1)})
+        nlist = params["nlist"]
+        if params["refine"]:
+            first_reaching("k_factor", [4, 8, 16, 32, 64], nprobe=nlist)
+        recall = first_reaching("nprobe", sorted({min(2**i, nlist) for i in range(nlist.bit_length() + 1)}))
     else:
-        name, candidates = "ef_search", [k * 2**i for i in range(5)]
-    for value in candidates:
-        index.set_search_params(**{name: value})
-        recall = _recall(index.search_positions(queries, k)[1], exact)
-        log.info("%s=%d: recall@%d %.4f", name, value, k, recall)
-        if recall >= target_recall:
-            break
-    else:
-        log.warning("recall@%d %.3f is below the target %.3f even at %s=%d", k, recall, target_recall, name, value)
-    return {"params": {name: value}, "recall": recall}
+        recall = first_reaching("ef_search", [k * 2**i for i in range(5)])
+    return {"params": chosen, "recall": recall}

@@ -30,6 +30,7 @@ import itertools
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -216,6 +217,7 @@ class StoreWriter:
         self._pending: list[tuple[np.ndarray, list[str], list[str]]] = []  # (emb (n, D) float16, ids, paths)
         self._pending_rows = 0
         self._pending_errors: list[dict[str, str]] = []
+        self._error_paths = {e["path"] for e in self._errors}
         self._closed = False
 
     def _acquire_lock(self):
@@ -243,7 +245,7 @@ class StoreWriter:
             self._errors: list[dict[str, str]] = []
             self._ids: set[str] = set()
             self._remove_leftovers()
-            self._write_info()
+            write_text_atomic(self.path / STORE_FILE, json.dumps(self._info, indent=1))
             return
         store = open_store(self.path)
         self._check_same_engine(store.info)
@@ -281,7 +283,7 @@ class StoreWriter:
 
     def error_paths(self) -> set[str]:
         """Paths recorded as errors (committed or buffered): a resumed job skips them too."""
-        return {e["path"] for e in (*self._errors, *self._pending_errors)}
+        return set(self._error_paths)
 
     @property
     def count(self) -> int:
@@ -302,14 +304,13 @@ class StoreWriter:
         if not np.isfinite(embeddings).all():
             bad = int(np.flatnonzero(~np.isfinite(embeddings).all(axis=1))[0])
             raise SpLIPError(f"embedding of id {ids[bad]!r} is not finite (NaN/inf); not stored")
-        seen = set(self._ids)
-        for i in ids:
-            if i in seen:
-                raise SpLIPError(f"id {i!r} is already in store {self.path} (or twice in this batch); "
-                                 "skip ids in done_ids() when resuming")
-            seen.add(i)
-        self._ids = seen
-        if len(ids):
+        batch = set(ids)
+        clash = sorted(batch & self._ids) or [i for i, n in Counter(ids).items() if n > 1]
+        if clash:
+            raise SpLIPError(f"id {clash[0]!r} is already in store {self.path} (or twice in this batch); "
+                             "skip ids in done_ids() when resuming")
+        self._ids |= batch
+        if ids:
             self._pending.append((embeddings.astype(np.float16), ids, paths))
             self._pending_rows += len(ids)
         while self._pending_rows >= self.shard_size:
@@ -317,46 +318,44 @@ class StoreWriter:
 
     def add_errors(self, errors: Iterable[tuple[str, str]]) -> None:
         """Record skipped inputs as (path, reason); a path already recorded is not added twice."""
-        known = self.error_paths()
         for path, reason in errors:
-            if path not in known:
+            if path not in self._error_paths:
                 self._pending_errors.append({"path": str(path), "reason": str(reason)})
-                known.add(path)
+                self._error_paths.add(path)
         if len(self._pending_errors) >= self.shard_size:
             self._commit(shard_rows=0)
 
-    def _take_pending(self, rows: int) -> tuple[np.ndarray, list[str], list[str]]:
-        """Pop the first `rows` buffered rows: (emb (rows, D) float16, ids, paths)."""
+    def _split_pending(self, rows: int) -> tuple[tuple[np.ndarray, list[str], list[str]], list]:
+        """((emb (rows, D) float16, ids, paths) of the first `rows` buffered rows, the rest of the buffer)."""
         emb = np.concatenate([p[0] for p in self._pending])
         ids = [i for p in self._pending for i in p[1]]
         paths = [x for p in self._pending for x in p[2]]
-        self._pending = [(emb[rows:], ids[rows:], paths[rows:])] if rows < len(ids) else []
-        self._pending_rows -= rows
-        return emb[:rows], ids[:rows], paths[:rows]
+        rest = [(emb[rows:], ids[rows:], paths[rows:])] if rows < len(ids) else []
+        return (emb[:rows], ids[:rows], paths[:rows]), rest
 
     def _commit(self, shard_rows: int) -> None:
-        """Write one shard of `shard_rows` buffered rows (0: none) and pending errors, then store.json."""
-        counts = self._info["counts"]
+        """Write one shard of the first `shard_rows` buffered rows (0: none) and the pending errors,
+        then store.json; the writer's own state changes only once store.json is written."""
+        info = json.loads(json.dumps(self._info))  # the next commit record
+        counts = info["counts"]
         if shard_rows:
-            shard = len(self._info["shards"])
-            emb, ids, paths = self._take_pending(shard_rows)
+            shard = len(info["shards"])
+            (emb, ids, paths), rest = self._split_pending(shard_rows)
             table = pa.table({"id": ids, "path": paths, "shard": np.full(len(ids), shard, np.int32),
                               "row": np.arange(len(ids), dtype=np.int32)}, schema=_META_SCHEMA)
             write_with_atomic(_emb_file(self.path, shard), lambda tmp: _save_npy(tmp, emb))
             write_with_atomic(_meta_file(self.path, shard), lambda tmp: pq.write_table(table, str(tmp)))
-            self._info["shards"].append({"rows": len(ids)})
+            info["shards"].append({"rows": len(ids)})
             counts["rows"] += len(ids)
             counts["shards"] += 1
+        errors = self._errors + self._pending_errors
         if self._pending_errors:
-            self._errors += self._pending_errors
-            self._pending_errors = []
-            lines = "".join(json.dumps(e) + "\n" for e in self._errors)
-            write_text_atomic(self.path / ERRORS_FILE, lines)
-            counts["errors"] = len(self._errors)
-        self._write_info()
-
-    def _write_info(self) -> None:
-        write_text_atomic(self.path / STORE_FILE, json.dumps(self._info, indent=1))
+            write_text_atomic(self.path / ERRORS_FILE, "".join(json.dumps(e) + "\n" for e in errors))
+            counts["errors"] = len(errors)
+        write_text_atomic(self.path / STORE_FILE, json.dumps(info, indent=1))
+        self._info, self._errors, self._pending_errors = info, errors, []
+        if shard_rows:
+            self._pending, self._pending_rows = rest, self._pending_rows - shard_rows
 
     def close(self) -> None:
         """Commit the last partial shard and pending errors, and release the store."""

@@ -51,7 +51,7 @@ def test_random_bytes(data, modality):
     check(data, modality)
 
 
-@SETTINGS
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # some decode ~1 s
 @given(data=damaged_images(), modality=st.sampled_from(["sketch", "photo"]))
 def test_damaged_real_images(data, modality):
     check(data, modality)
