@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from splip_engine._version import __version__
 from splip_engine.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
 from splip_engine.config import MODALITIES
@@ -97,6 +99,7 @@ def _precision(fp16: bool, int8: bool) -> str:
 
 
 def _resolve_model(model_or_checkpoint: SpLIP | str | Path) -> SpLIP:
+    """The model to export, on CPU in eval mode (a passed-in model is moved there)."""
     if isinstance(model_or_checkpoint, SpLIP):
         return model_or_checkpoint.cpu().eval()
     return load_checkpoint(model_or_checkpoint).eval()
@@ -131,11 +134,13 @@ def export_engines(model_or_checkpoint: SpLIP | str | Path, out_dir: str | Path 
 
     trt_reason = tensorrt_unavailable() if "tensorrt" in wanted else None
     probe = parity.probe_images(model.image_size)
-    graphs = {m: export_checked_tower(model, m, opset, precision, bounds, probe, allow_unfused, report)
+    references = {m: parity.embed_batched(parity.torch_embedder(model, m), probe) for m in MODALITIES}
+    graphs = {m: export_checked_tower(model, m, opset, precision, bounds, probe, references[m], allow_unfused, report)
               for m in MODALITIES}
     plans, timing_cache = {}, b""
     if "tensorrt" in wanted and not trt_reason:
-        plans, timing_cache = _build_checked_plans(model, opset, precision, bounds, probe, max_batch, out_dir, report)
+        plans, timing_cache = _build_checked_plans(model, opset, precision, bounds, probe, references, max_batch,
+                                                   out_dir, report)
     if report.errors:  # a gate failed: nothing is written
         return report
     _write_engine_dir(model, out_dir, graphs, plans, timing_cache, precision, opset, thresholds or {}, report)
@@ -152,9 +157,10 @@ def export_engines(model_or_checkpoint: SpLIP | str | Path, out_dir: str | Path 
 
 
 def export_checked_tower(model: SpLIP, modality: str, opset: int, precision: str, bounds: dict[str, float],
-                          probe, allow_unfused: bool, report: ExportReport):
-    """Trace one tower, count its fused attention, lower its precision and run the parity gate
-    (the fp32 graph first, then the lowered one); results go into `report`."""
+                         probe: np.ndarray, reference: np.ndarray, allow_unfused: bool, report: ExportReport):
+    """Trace one tower, count its fused attention, lower its precision and gate it against the
+    PyTorch `reference` embeddings (n, D) of `probe` (the fp32 graph first, then the lowered
+    one); results go into `report`. Returns the engine's onnx.ModelProto."""
     graph = export_tower(model, modality, opset=opset, attention="contrib")
     count, op_type = count_fused_attention(graph)
     expected = expected_attention_count(model)
@@ -164,7 +170,6 @@ def export_checked_tower(model: SpLIP, modality: str, opset: int, precision: str
     if not fused_ok:
         report.errors.append(f"{modality} tower: {count} fused attention nodes, expected {expected} (one per "
                              "transformer layer); pass --allow-unfused to export it anyway")
-    reference = parity.embed_batched(parity.torch_embedder(model, modality), probe)
     fp32_check = parity.compare(reference, parity.embed_batched(parity.onnxruntime_embedder(graph), probe),
                                 parity.resolve_thresholds("fp32"))
     engine = graph
@@ -184,8 +189,9 @@ def export_checked_tower(model: SpLIP, modality: str, opset: int, precision: str
     return engine
 
 
-def _build_checked_plans(model: SpLIP, opset: int, precision: str, bounds: dict[str, float], probe,
-                         max_batch: int, out_dir: Path, report: ExportReport) -> tuple[dict[str, bytes], bytes]:
+def _build_checked_plans(model: SpLIP, opset: int, precision: str, bounds: dict[str, float], probe: np.ndarray,
+                         references: dict[str, np.ndarray], max_batch: int, out_dir: Path,
+                         report: ExportReport) -> tuple[dict[str, bytes], bytes]:
     """Build the throughput and latency plans of both towers and gate each through TensorRT."""
     from . import tensorrt as trt_export
 
@@ -201,7 +207,6 @@ def _build_checked_plans(model: SpLIP, opset: int, precision: str, bounds: dict[
     }
     for modality in MODALITIES:
         graph = export_tower(model, modality, opset=min(opset, trt_export.TENSORRT_OPSET), attention="math")
-        reference = parity.embed_batched(parity.torch_embedder(model, modality), probe)
         for profile in profiles:
             plan, timing_cache = trt_export.build_plan(graph.SerializeToString(), model.image_size, profile,
                                                        fp16=precision == "fp16", timing_cache=timing_cache)
@@ -210,7 +215,8 @@ def _build_checked_plans(model: SpLIP, opset: int, precision: str, bounds: dict[
             plans[name] = plan
             info["plans" if throughput else "latency_plans"][modality] = name
             batch = min(parity.PROBE_BATCH, profile.max_batch)
-            result = parity.compare(reference, parity.embed_batched(trt_export.PlanRunner(plan), probe, batch), bounds)
+            embeddings = parity.embed_batched(trt_export.PlanRunner(plan), probe, batch)
+            result = parity.compare(references[modality], embeddings, bounds)
             info["parity"][name] = result
             if not result["passed"]:
                 report.errors.append(f"TensorRT plan {name} failed the {precision} parity gate: "

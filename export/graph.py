@@ -9,9 +9,10 @@ two export-time entries there:
 `attention="onnx"` keeps torch's SDPA, which the opset-23 exporter turns into ONNX `Attention`.
 MEASURED
 
-Input-independent tensors (V_tg, the template and class-name word embeddings, pooling weights)
-are baked: the graph is constant-folded with no input-size limit, so no subgraph that does not
-depend on `pixels` survives, and the text tower's token-embedding table drops out.
+Input-independent tensors are baked: V_tg is computed once by `EncoderGraph` and traced as a
+constant; the rest (the template / class-name word embeddings, pooling weights, masks) by
+constant folding with no input-size limit, so no node that does not depend on `pixels`
+survives and the text tower's token-embedding table (25M floats for ViT-B) drops out.
 """
 from __future__ import annotations
 
@@ -38,8 +39,9 @@ ATTENTION_MODES = ("contrib", "onnx", "math")
 FUSED_OP_TYPES = ("MultiHeadAttention", "Attention")
 MIN_OPSET, MAX_OPSET = 18, 23
 _FOLD_OUTPUT_LIMIT = 16 * 1024 * 1024
-"""Largest baked tensor (elements): far above V_tg / word embeddings, below any weight product."""
+"""Largest tensor constant folding may create (elements): far above the baked prompt tensors."""
 _KERNELS = {"contrib": "export_contrib", "onnx": "torch", "math": "export_math"}
+
 
 @torch.library.custom_op("splip_export::attention", mutates_args=())
 def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:

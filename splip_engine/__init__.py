@@ -5,6 +5,10 @@ runtime/ (load_engine, batched embedding) -> index/ (store, FAISS) -> serve/.
 - config: SpLIPConfig
 - model/: the SpLIP model on open_clip and build_model
 - checkpoint: save_checkpoint / load_checkpoint
+- losses, train, pretrain: the SpLIP objective, the training loop, a tiny stand-in CLIP
+- evaluation, protocol: the literature's metrics and the ZS / GZS / FG-ZS protocol
+- retrieval, demo, bench: search + HTML results, the end-to-end demo, the benchmark runner
+- data/: image loading, preprocessing, datasets, splits, the mini dataset
 - errors: SpLIPError, the user-facing error family
 - io_utils: atomic writes
 - cli/: the `splip-engine` command

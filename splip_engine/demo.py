@@ -40,6 +40,7 @@ class DemoReport:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    export: list[str] = field(default_factory=list)
 
     def table(self) -> str:
         """The ZS / GZS / FG metrics, untrained vs trained, as a Markdown table (in %)."""
@@ -67,7 +68,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), progress: bool = True) -> DemoRepor
     from splip_engine.data.folder import SBIRFolder
     from splip_engine.data.mini import make_mini_dataset
     from splip_engine.export import export_engines
-    from splip_engine.index import GalleryIndex
+    from splip_engine.index import GalleryIndex, open_store
     from splip_engine.io_utils import write_text_atomic
     from splip_engine.model import build_model
     from splip_engine.pretrain import pretrain_clip
@@ -104,7 +105,10 @@ def run_demo(cfg: DemoConfig = DemoConfig(), progress: bool = True) -> DemoRepor
                                 workers=0, seed=cfg.seed)
         trained = run_train(model_cfg, train_cfg, progress=progress)
     with _stage(report, "export --fp16"):
-        export_engines(trained.checkpoint, out / "engines", fp16=True)
+        exported = export_engines(trained.checkpoint, out / "engines", fp16=True)
+        if not exported:
+            raise SpLIPError("demo export failed its checks: " + "; ".join(exported.errors))
+        report.export = exported.lines()
     encoder = load_engine(out / "engines", backend="auto", device="cpu")
     with _stage(report, "evaluate trained engine"):
         metrics = evaluate_protocol(encoder, folder.subset(unseen), folder.subset(seen))
@@ -113,7 +117,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), progress: bool = True) -> DemoRepor
     with _stage(report, "embed gallery"):
         run_embed(encoder, data.photo_root, out / "store", modality="photo", progress=progress)
     with _stage(report, "index"):
-        index = GalleryIndex.build_from_store(out / "store", kind="auto")
+        index = GalleryIndex.build_from_store(open_store(out / "store"), kind="auto")
         index.save(out / "index")
     with _stage(report, "search"):
         queries = [str(p) for name in unseen for p in folder.sketches[name][:1]]
@@ -128,6 +132,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), progress: bool = True) -> DemoRepor
                     "store": str(out / "store"), "index": str(out / "index"),
                     "results_page": str(out / "results.html"), "report": str(out / "report.json")}
     write_text_atomic(out / "report.json", json.dumps(
-        {"metrics": report.metrics, "files": report.files, "seconds": report.seconds}, indent=2))
+        {"metrics": report.metrics, "files": report.files, "seconds": report.seconds, "export": report.export},
+        indent=2))
     write_text_atomic(out / "report.md", report.table() + "\n")
     return report

@@ -26,6 +26,7 @@ def command(out, epochs, seed):
     if epochs:
         cfg = dataclasses.replace(cfg, epochs=epochs)
     report = run_demo(cfg)
+    click.echo("\nexport --fp16:\n  " + "\n  ".join(report.export))
     click.echo("\nZero-shot SBIR on the unseen classes (in %):\n" + report.table())
     click.echo("\nseconds per stage: " + ", ".join(f"{k} {v}" for k, v in report.seconds.items()))
     for name, path in report.files.items():

@@ -56,6 +56,7 @@ def command(checkpoint: Path | None, clip_model: str | None, pretrained: str | N
     """
     from splip_engine.export import export_engines, find_latest_checkpoint
 
+    overrides = _parse_thresholds(thresholds)
     if checkpoint and clip_model:
         raise SpLIPError("pass either --checkpoint DIR or --clip-model NAME, not both")
     if pretrained is not None and not clip_model:
@@ -72,7 +73,7 @@ def command(checkpoint: Path | None, clip_model: str | None, pretrained: str | N
     click.echo(f"exporting {label} to {out_dir} (tracing both towers, then the parity gate)...")
     report = export_engines(
         source, out_dir, fp16=fp16, int8=int8, formats=fmt, opset=opset, max_batch=max_batch,
-        allow_unfused=allow_unfused, thresholds=_parse_thresholds(thresholds), triton_repo=triton_repo,
+        allow_unfused=allow_unfused, thresholds=overrides, triton_repo=triton_repo,
     )
     for line in report.lines():
         click.echo(line)

@@ -75,6 +75,7 @@ class SpLIP(nn.Module):
                 if isinstance(module, nn.LayerNorm):
                     for p in module.parameters():
                         p.requires_grad_(True)
+            self.clip.ln_final.requires_grad_(False)  # only the frozen t(c) path uses it: no gradient
         self.clip.eval()
 
     def train(self, mode: bool = True) -> "SpLIP":

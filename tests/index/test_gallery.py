@@ -79,13 +79,17 @@ def restored(indexes):
         indexes[kind].set_search_params(**{p: saved[kind][p] for p in SEARCH_PARAMS[kind]})
 
 
-def test_tune_search_picks_the_cheapest_nprobe_reaching_the_target(queries, restored):
-    index = restored["ivfpq"]
-    tuned = tune_search(index, restored["flat"], queries, K, target_recall=0.95)
-    nprobe = tuned["params"]["nprobe"]
-    assert tuned["recall"] >= 0.95 and index.info["params"]["nprobe"] == nprobe
-    index.set_search_params(nprobe=nprobe // 2)
-    assert recall_at_k(index, restored["flat"], queries, K) < 0.95
+def test_tune_search_picks_the_cheapest_params_reaching_the_target(queries, restored):
+    index, exact = restored["ivfpq"], restored["flat"]
+    tuned = tune_search(index, exact, queries, K, target_recall=0.95)
+    k_factor, nprobe = tuned["params"]["k_factor"], tuned["params"]["nprobe"]
+    assert tuned["recall"] >= 0.95 and recall_at_k(index, exact, queries, K) == tuned["recall"]
+    assert (index.info["params"]["k_factor"], index.info["params"]["nprobe"]) == (k_factor, nprobe) and nprobe > 1
+    index.set_search_params(nprobe=nprobe // 2)  # the previous step of the nprobe ladder falls short
+    assert recall_at_k(index, exact, queries, K) < 0.95
+    if k_factor > 4:  # so does the previous re-ranking depth, even probing every list
+        index.set_search_params(k_factor=k_factor // 2, nprobe=index.info["params"]["nlist"])
+        assert recall_at_k(index, exact, queries, K) < 0.95
 
 
 @pytest.mark.parametrize("kind", ["flat", "ivfpq", "hnsw"])
