@@ -1,0 +1,296 @@
+"""The bench runner behind `splip-engine bench`: encoder throughput and latency per backend and
+batch, search latency and recall vs gallery size, the embedding job with decoding, end-to-end
+query latency and peak memory, all measured in one process (ratios side by side), written as
+JSON and as a Markdown table. The pytest-benchmark suites in benchmarks/ time the same calls."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from splip_engine.runtime.base import Encoder
+
+logger = logging.getLogger(__name__)
+
+Embedder = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure; `quick()` is the < 5 minute subset."""
+
+    clip_model: str = "ViT-B-32"
+    threads: int = 2
+    batches: tuple[int, ...] = (1, 8, 32, 128)
+    modalities: tuple[str, ...] = ("sketch", "photo")
+    engines: tuple[str, ...] = ("torch_fp32", "ort_fp32", "ort_fp16", "ort_int8")
+    rounds: int = 5
+    latency_rounds: int = 50
+    search_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+    search_kinds: tuple[str, ...] = ("flat", "ivfpq", "hnsw")
+    hnsw_max: int = 100_000
+    embed_images: int = 512
+    e2e_gallery: int = 100_000
+    e2e_queries: int = 30
+
+    @classmethod
+    def quick(cls) -> "BenchConfig":
+        return cls(batches=(1, 16), modalities=("sketch",), rounds=3, latency_rounds=20,
+                   search_sizes=(10_000, 100_000), hnsw_max=10_000, embed_images=128, e2e_queries=15)
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    """CPU model, cores, thread count and library versions of this run."""
+    import onnxruntime
+    import torch
+
+    cpu = platform.processor()
+    if Path("/proc/cpuinfo").is_file():
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_matmul_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """The CPU's practical ceiling: best fp32 GFLOP/s of an n x n matmul with `threads` threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def encoder_gmacs(model, modality: str = "sketch") -> float:
+    """MACs per image of `model.encode(., modality)` (matmul/conv/attention; 1 MAC = 2 FLOP)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    images = torch.randn(2, 3, model.image_size, model.image_size)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model.encode(images, modality)
+    return counter.get_total_flops() / 2 / 2 / 1e9
+
+
+def build_embedders(model, modality: str, engines: tuple[str, ...], threads: int) -> dict[str, Embedder]:
+    """name -> embedder (pixels (n, 3, S, S) float32 -> (n, D)) for one tower, all on the CPU."""
+    import torch
+
+    from splip_engine.export.graph import export_tower
+    from splip_engine.export.parity import onnxruntime_embedder, torch_embedder
+    from splip_engine.export.precision import convert_precision
+
+    torch.set_num_threads(threads)
+    embedders: dict[str, Embedder] = {}
+    fp32 = export_tower(model, modality) if any(e.startswith("ort_") for e in engines) else None
+    for name in engines:
+        if name == "torch_fp32":
+            embedders[name] = torch_embedder(model, modality)
+        elif name.startswith("ort_"):
+            embedders[name] = onnxruntime_embedder(convert_precision(fp32, name[4:]), threads)
+        else:
+            raise ValueError(f"unknown engine {name!r}")
+    return embedders
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def time_interleaved(embedders: dict[str, Embedder], image_size: int, batch: int, rounds: int,
+                     seed: int = 0) -> dict[str, list[float]]:
+    """Seconds per call of each embedder on one (batch, 3, S, S) input, round-robin so that
+    machine drift hits every engine alike (ratios from one run are what we compare)."""
+    pixels = np.random.default_rng(seed).standard_normal((batch, 3, image_size, image_size), dtype=np.float32)
+    for embed in embedders.values():  # warm-up: allocations, first-run graph planning
+        embed(pixels)
+    times: dict[str, list[float]] = {name: [] for name in embedders}
+    for _ in range(rounds):
+        for name, embed in embedders.items():
+            times[name].append(_timed(lambda: embed(pixels)))
+    return times
+
+
+def encoder_rows(cfg: BenchConfig) -> tuple[list[dict], dict[str, float]]:
+    """Throughput / latency rows for every engine x modality x batch, with ratios vs torch fp32."""
+    from splip_engine import SpLIPConfig, build_model
+
+    model = build_model(SpLIPConfig(clip_model=cfg.clip_model, pretrained="")).eval()
+    gmacs = {m: encoder_gmacs(model, m) for m in cfg.modalities}
+    rows = []
+    for modality in cfg.modalities:
+        embedders = build_embedders(model, modality, cfg.engines, cfg.threads)
+        for batch in cfg.batches:
+            rounds = cfg.latency_rounds if batch == 1 else cfg.rounds
+            times = time_interleaved(embedders, model.image_size, batch, rounds)
+            reference = float(np.median(times["torch_fp32"])) if "torch_fp32" in times else None
+            for name, t in times.items():
+                seconds = float(np.median(t))
+                rows.append({"engine": name, "modality": modality, "batch": batch, "img_per_s": batch / seconds,
+                             "p50_ms": 1e3 * float(np.percentile(t, 50)), "p99_ms": 1e3 * float(np.percentile(t, 99)),
+                             "gflop_per_s": 2 * gmacs[modality] * batch / seconds, "rounds": rounds,
+                             "vs_torch_fp32": reference / seconds if reference else None})
+            logger.info("bench encoders: %s batch %d done", modality, batch)
+        del embedders
+    return rows, gmacs
+
+
+def search_rows(cfg: BenchConfig, dim: int = 512, k: int = 100, batch: int = 64) -> list[dict]:
+    """Latency of a batch of 64 sketch-like queries, top-100, and recall@100 vs exact search, per
+    gallery size and index kind (approximate kinds tuned for recall >= 0.95 on other queries)."""
+    from splip_engine.index import GalleryIndex, recall_at_k, synthetic_embeddings, synthetic_queries, tune_search
+
+    queries = synthetic_queries(2 * batch, dim, 1000)[0]
+    tune, timed = queries[:batch], queries[batch:]
+    rows = []
+    for n in cfg.search_sizes:
+        gallery = synthetic_embeddings(n, dim, 1000, dtype=np.float16)[0]
+        ids = [f"photo{i}" for i in range(n)]
+        exact = GalleryIndex.build(gallery, ids, "flat")
+        for kind in cfg.search_kinds:
+            if kind == "hnsw" and n > cfg.hnsw_max:
+                continue
+            start = time.perf_counter()
+            index = exact if kind == "flat" else GalleryIndex.build(gallery, ids, kind)
+            build_s = time.perf_counter() - start
+            if kind != "flat":
+                tune_search(index, exact, tune, k, target_recall=0.95)
+            index.search(timed, k)
+            batch_s = min(_timed(lambda: index.search(timed, k)) for _ in range(3))
+            single = [_timed(lambda q=q: index.search(q[None], k)) for q in timed[:16]]
+            rows.append({"n": n, "kind": kind, "batch_ms": 1e3 * batch_s, "per_query_ms": 1e3 * batch_s / batch,
+                         "single_query_p50_ms": 1e3 * float(np.median(single)),
+                         "recall_at_100": 1.0 if kind == "flat" else recall_at_k(index, exact, timed, k),
+                         "build_s": build_s, "peak_rss_mb": peak_rss_mb()})
+            logger.info("bench search: %d %s done", n, kind)
+        del gallery, exact
+    return rows
+
+
+def _write_jpegs(directory: Path, count: int, size: int = 256, seed: int = 0) -> None:
+    """`count` JPEG photos of smooth random colour fields (realistic decode cost, not noise)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    base = np.linspace(0, 255, size, dtype=np.float32)
+    for i in range(count):
+        r, g, b = rng.uniform(0.2, 1.0, 3)
+        pixels = np.stack([np.add.outer(base * r, base * g) / 2, np.add.outer(base * b, base[::-1]) / 2,
+                           np.add.outer(base[::-1] * g, base * r) / 2], axis=-1)
+        Image.fromarray(pixels.astype(np.uint8)).save(directory / f"{i:05d}.jpg", quality=90)
+
+
+class _EmbedderEncoder(Encoder):
+    """A runtime Encoder over one in-memory ONNX Runtime embedder, for the pipeline benchmarks."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, embed: Embedder, model, batch_size: int = 32):
+        from splip_engine.runtime.torch_backend import model_manifest
+
+        super().__init__(model_manifest(model), batch_size=batch_size)
+        self._embed = embed
+
+    def _embed_impl(self, pixels: np.ndarray, modality: str) -> np.ndarray:
+        return self._embed(pixels)
+
+
+def pipeline_rows(cfg: BenchConfig) -> list[dict]:
+    """The embedding job with decoding vs the bare encoder on preprocessed pixels (same batch),
+    and end-to-end single-query latency: decode + embed + exact search over `e2e_gallery`."""
+    from splip_engine import SpLIPConfig, build_model
+    from splip_engine.index import GalleryIndex, synthetic_embeddings
+    from splip_engine.runtime.embed_job import run_embed
+
+    model = build_model(SpLIPConfig(clip_model=cfg.clip_model, pretrained="")).eval()
+    photo = build_embedders(model, "photo", ("ort_fp32",), cfg.threads)["ort_fp32"]
+    sketch = build_embedders(model, "sketch", ("ort_fp32",), cfg.threads)["ort_fp32"]
+    encoder = _EmbedderEncoder(photo, model)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        images = Path(tmp) / "images"
+        _write_jpegs(images, cfg.embed_images)
+        report = run_embed(encoder, images, Path(tmp) / "store", batch_size=32, workers=1, progress=False)
+        bare = time_interleaved({"photo": photo}, model.image_size, 32, cfg.rounds)["photo"]
+        bare_ips = 32 / float(np.median(bare))
+        rows.append({"case": "embed job (decode 256px JPEG + ORT fp32, batch 32, 1 decode worker)",
+                     "img_per_s": report.images_per_s, "bare_encoder_img_per_s": bare_ips,
+                     "job_vs_bare": report.images_per_s / bare_ips,
+                     "phases_s": {k: round(v, 2) for k, v in report.timings.items()}, "peak_rss_mb": peak_rss_mb()})
+        gallery = synthetic_embeddings(cfg.e2e_gallery, model.embed_dim, 1000, dtype=np.float16)[0]
+        index = GalleryIndex.build(gallery, [f"g{i}" for i in range(len(gallery))], "flat")
+        sketch_encoder = _EmbedderEncoder(sketch, model)
+        paths = sorted(images.iterdir())[: cfg.e2e_queries]
+        latencies = [_timed(lambda p=p: index.search(sketch_encoder.embed([str(p)], "sketch"), 10)) for p in paths]
+        rows.append({"case": f"end-to-end query (decode + embed + exact top-10 over {cfg.e2e_gallery:,})",
+                     "p50_ms": 1e3 * float(np.percentile(latencies, 50)),
+                     "p99_ms": 1e3 * float(np.percentile(latencies, 99)), "peak_rss_mb": peak_rss_mb()})
+    return rows
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    """The tables of one bench run."""
+    m = results["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads; torch {m['torch']}, "
+             f"onnxruntime {m['onnxruntime']}. Peak fp32 matmul: {results['peak_matmul_gflops']:.0f} GFLOP/s.",
+             f"FLOP convention: matmul/conv/attention MACs counted by torch's FlopCounterMode, 1 MAC = 2 FLOP; "
+             f"SpLIP {results['config']['clip_model']} GMACs/image: "
+             + ", ".join(f"{k} {v:.2f}" for k, v in results["gmacs_per_image"].items()) + ".", "",
+             "| tower | engine | batch | img/s | p50 ms | p99 ms | GFLOP/s | % of matmul peak | vs torch fp32 |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results["encoders"]:
+        ratio = f"{r['vs_torch_fp32']:.2f}x" if r["vs_torch_fp32"] else ""
+        lines.append(f"| {r['modality']} | {r['engine']} | {r['batch']} | {r['img_per_s']:.1f} | {r['p50_ms']:.1f} | "
+                     f"{r['p99_ms']:.1f} | {r['gflop_per_s']:.0f} | "
+                     f"{100 * r['gflop_per_s'] / results['peak_matmul_gflops']:.0f}% | {ratio} |")
+    lines += ["", "| gallery | index | 64 queries (ms) | per query (ms) | 1 query p50 (ms) | recall@100 | build (s) |",
+              "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results["search"]:
+        lines.append(f"| {r['n']:,} | {r['kind']} | {r['batch_ms']:.1f} | {r['per_query_ms']:.2f} | "
+                     f"{r['single_query_p50_ms']:.2f} | {r['recall_at_100']:.3f} | {r['build_s']:.1f} |")
+    lines += ["", "| pipeline | result |", "| --- | --- |"]
+    for r in results["pipeline"]:
+        detail = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items() if k != "case"}
+        lines.append(f"| {r['case']} | {json.dumps(detail)} |")
+    lines.append(f"\nPeak RSS of the run: {results['peak_rss_mb']:.0f} MiB; wall {results['seconds']:.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def run_bench(cfg: BenchConfig, out: str | Path | None = None) -> dict[str, Any]:
+    """Measure everything `cfg` names; write results.json and results.md into `out` if given."""
+    from splip_engine.io_utils import write_text_atomic
+
+    start = time.perf_counter()
+    results: dict[str, Any] = {"config": asdict(cfg), "machine": machine_info(cfg.threads),
+                               "peak_matmul_gflops": peak_matmul_gflops(cfg.threads)}
+    results["encoders"], results["gmacs_per_image"] = encoder_rows(cfg)
+    results["search"] = search_rows(cfg)
+    results["pipeline"] = pipeline_rows(cfg)
+    results["peak_rss_mb"] = peak_rss_mb()
+    results["seconds"] = time.perf_counter() - start
+    if out is not None:
+        out = Path(out)
+        write_text_atomic(out / "results.json", json.dumps(results, indent=2))
+        write_text_atomic(out / "results.md", render_markdown(results))
+    return results

@@ -1,0 +1,31 @@
+"""`splip-engine bench`: the benchmark tables (encoders, search, embedding job, end to end)."""
+from __future__ import annotations
+
+import click
+
+
+@click.command("bench")
+@click.option("--quick", is_flag=True, help="The < 5 minute subset (sketch tower, batch 1/16, galleries to 100k).")
+@click.option("--out", default="bench_results", show_default=True, type=click.Path(),
+              help="Directory for results.json and results.md.")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="Threads for every engine.")
+@click.option("--clip-model", default="ViT-B-32", show_default=True, help="Encoder to measure (random weights).")
+def command(quick, out, threads, clip_model):
+    """Measure encoder throughput / latency per backend and batch (ratios vs PyTorch eager fp32 from
+    the same run), search latency and recall vs gallery size, the embedding job with decoding and
+    end-to-end query latency; print the tables and write them as JSON and Markdown.
+
+    \b
+    Example:
+      splip-engine bench --quick
+      splip-engine bench --out benchmarks/results --threads 2
+    """
+    import dataclasses
+
+    from splip_engine.bench import BenchConfig, render_markdown, run_bench
+
+    cfg = BenchConfig.quick() if quick else BenchConfig()
+    cfg = dataclasses.replace(cfg, threads=threads, clip_model=clip_model)
+    results = run_bench(cfg, out)
+    click.echo(render_markdown(results))
+    click.echo(f"wrote {out}/results.json and {out}/results.md")
