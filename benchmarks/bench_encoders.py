@@ -33,11 +33,11 @@ VARIANTS = ("ort_fp32_onnx_attention", "ort_fp32_unfused")
 def build_engines(threads: int, variants: bool = False) -> dict:
     """name -> embedder (pixels (n, 3, 224, 224) float32 -> (n, 512)) for the sketch tower."""
     import torch
-
-    from splip_engine import SpLIPConfig, build_model
     from splip_engine.export.graph import export_tower
     from splip_engine.export.parity import onnxruntime_embedder, torch_embedder
     from splip_engine.export.precision import to_int8
+
+    from splip_engine import SpLIPConfig, build_model
 
     torch.set_num_threads(threads)
     model = build_model(SpLIPConfig(clip_model="ViT-B-32", pretrained="")).eval()
@@ -65,9 +65,7 @@ def measure(engines: dict, batches=BATCHES, rounds: int | None = None, seed: int
             embed(pixels)
         for _ in range(n_rounds):
             for name, embed in engines.items():
-                start = time.perf_counter()
-                embed(pixels)
-                times[name].append(time.perf_counter() - start)
+                times[name].append(_timed(embed, pixels))
         for name, t in times.items():
             seconds = float(np.median(t))
             rows.append({"engine": name, "batch": batch, "seconds": seconds, "img_per_s": batch / seconds,
@@ -80,7 +78,25 @@ def measure(engines: dict, batches=BATCHES, rounds: int | None = None, seed: int
     return rows
 
 
-def markdown(rows: list[dict], threads: int) -> str:
+def matmul_gflops(threads: int, repeats: int = 10) -> float:
+    """The CPU's fp32 matmul ceiling here: best GFLOP/s of a (4096 x 768) @ (768 x 3072) torch matmul."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(4096, 768), torch.randn(768, 3072)
+    a @ b
+    best = min(_timed(torch.matmul, a, b) for _ in range(repeats))
+    return 2 * 4096 * 768 * 3072 / best / 1e9
+
+
+def _timed(fn, *args) -> float:
+    """Wall seconds of one call fn(*args)."""
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def markdown(rows: list[dict], threads: int, ceiling: float | None = None) -> str:
     """The results as a Markdown table."""
     lines = [f"ViT-B-32 SpLIP sketch encoder, CPU, {threads} threads (median of interleaved rounds)", "",
              "| engine | batch | img/s | x PyTorch | x ORT fp32 | p50 ms | p99 ms | GFLOP/s |",
@@ -88,6 +104,8 @@ def markdown(rows: list[dict], threads: int) -> str:
     for r in rows:
         lines.append(f"| {r['engine']} | {r['batch']} | {r['img_per_s']:.1f} | {r['vs_torch']:.2f} | "
                      f"{r['vs_ort_fp32']:.2f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['gflop_per_s']:.0f} |")
+    if ceiling:
+        lines += ["", f"fp32 matmul ceiling: {ceiling:.0f} GFLOP/s (torch, {threads} threads)"]
     return "\n".join(lines)
 
 
@@ -114,10 +132,11 @@ def main() -> None:
     parser.add_argument("--json", dest="json_path", help="write the rows as JSON here")
     args = parser.parse_args()
     rows = measure(build_engines(args.threads, args.variants), rounds=args.rounds)
-    print(markdown(rows, args.threads))
+    ceiling = matmul_gflops(args.threads)
+    print(markdown(rows, args.threads, ceiling))
     if args.json_path:
         with open(args.json_path, "w") as f:
-            json.dump({"threads": args.threads, "rows": rows}, f, indent=2)
+            json.dump({"threads": args.threads, "matmul_gflop_per_s": ceiling, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,8 +23,16 @@ from splip_engine.io_utils import write_bytes_atomic, write_with_atomic
 from splip_engine.model import SpLIP
 
 from . import parity
-from .graph import (BATCH_AXIS, INPUT_NAME, MAX_OPSET, MIN_OPSET, OUTPUT_NAME,
-                    count_fused_attention, expected_attention_count, export_tower)
+from .graph import (
+    BATCH_AXIS,
+    INPUT_NAME,
+    MAX_OPSET,
+    MIN_OPSET,
+    OUTPUT_NAME,
+    count_fused_attention,
+    expected_attention_count,
+    export_tower,
+)
 from .manifest import MANIFEST_FILE, MANIFEST_FORMAT_VERSION, describe_file, write_manifest
 from .precision import convert_precision
 

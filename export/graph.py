@@ -7,7 +7,11 @@ two export-time entries there:
 - `export_math`: attention spelled out as MatMul / Softmax / MatMul, for TensorRT, whose builder
   fuses that pattern into its own MHA kernels (its ONNX parser has no contrib ops).
 `attention="onnx"` keeps torch's SDPA, which the opset-23 exporter turns into ONNX `Attention`.
-MEASURED
+Chosen by measurement (ViT-B-32 SpLIP sketch tower, ORT 1.32, 2 threads on the shared 2-core
+CPU, interleaved runs, best of 40 at batch 1 / of 6 at batch 16): contrib 218 / 946 ms, ONNX
+`Attention` 276 / 940 ms, unfused 246 / 1082 ms; single-thread CPU time at batch 1: contrib
+123 ms, ONNX `Attention` 128 ms. ORT's transpose optimiser removes the layout transposes around
+the contrib node. `benchmarks/bench_encoders.py --variants` re-measures all three.
 
 Input-independent tensors are baked: V_tg is computed once by `EncoderGraph` and traced as a
 constant; the rest (the template / class-name word embeddings, pooling weights, masks) by
@@ -19,11 +23,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from splip_engine.model import SpLIP
 from splip_engine.model.attention import ATTENTION_IMPLS
@@ -129,7 +133,8 @@ def _baked_template_prompts(model: SpLIP, baked: torch.Tensor | None) -> Iterato
 
 
 @contextlib.contextmanager
-def _kernels(model: SpLIP, kernels: str) -> Iterator[None]:
+def using_kernels(model: SpLIP, kernels: str) -> Iterator[None]:
+    """Run `model`'s attention through ATTENTION_IMPLS[kernels] inside the block, then restore."""
     previous = model.kernels
     model.set_kernels(kernels)
     try:
@@ -163,7 +168,7 @@ def export_tower(model: SpLIP, modality: str, opset: int = 23, attention: str = 
     graph = EncoderGraph(model, modality).eval()
     pixels = torch.zeros(2, 3, model.image_size, model.image_size)  # batch 2: keeps the axis symbolic
     translations = {torch.ops.splip_export.attention.default: _mha_translation()}
-    with _kernels(model, _KERNELS[attention]), torch.no_grad(), warnings.catch_warnings():
+    with using_kernels(model, _KERNELS[attention]), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             graph, (pixels,), None, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],

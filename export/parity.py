@@ -7,7 +7,7 @@ only; `resolve_thresholds` applies a caller's overrides (recorded in the manifes
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -81,10 +81,11 @@ def onnxruntime_embedder(graph, threads: int = 0) -> Embedder:
 
 
 def torch_embedder(model: SpLIP, modality: str) -> Embedder:
-    """The fp32 PyTorch reference for one tower."""
+    """The fp32 PyTorch reference for one tower (torch SDPA attention, whatever model.kernels is)."""
+    from .graph import using_kernels
 
     def embed(pixels: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
+        with torch.no_grad(), using_kernels(model, "torch"):
             return model.encode(torch.from_numpy(pixels).float(), modality).numpy()
 
     return embed
@@ -121,5 +122,5 @@ def compare(reference: np.ndarray, candidate: np.ndarray, thresholds: dict[str, 
         for m, bound in thresholds.items()
         if (metrics[m] > bound if METRICS[m] == "max" else metrics[m] < bound) or np.isnan(metrics[m])
     ]
-    return {**metrics, "thresholds": dict(thresholds), "n_probe": int(len(reference)),
+    return {**metrics, "thresholds": dict(thresholds), "n_probe": len(reference),
             "passed": not failed, "failed": failed}

@@ -6,6 +6,7 @@ plans were built, `splip_<modality>_tensorrt` (tensorrt_plan, the throughput pla
 """
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ def write_triton_repo(repo: str | Path, engine_dir: str | Path, manifest: dict[s
         platform, filename = _PLATFORMS[kind]
         name = f"splip_{modality}_{kind}"
         model_dir = repo / name
-        write_with_atomic(model_dir / "1" / filename, lambda tmp: shutil.copyfile(engine_dir / relative, tmp))
+        write_with_atomic(model_dir / "1" / filename, functools.partial(shutil.copyfile, engine_dir / relative))
         write_text_atomic(model_dir / "config.pbtxt", model_config(
             name, platform, max_batch, manifest["image_size"], manifest["embedding_dim"]))
         written.append(model_dir)

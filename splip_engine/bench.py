@@ -44,8 +44,8 @@ class BenchConfig:
 
     @classmethod
     def quick(cls) -> "BenchConfig":
-        return cls(batches=(1, 16), modalities=("sketch",), rounds=3, latency_rounds=20,
-                   search_sizes=(10_000, 100_000), hnsw_max=10_000, embed_images=128, e2e_queries=15)
+        return cls(batches=(1, 16), modalities=("sketch",), rounds=3, latency_rounds=20, search_sizes=(100_000,),
+                   search_kinds=("flat", "ivfpq"), embed_images=128, e2e_queries=15)
 
 
 def machine_info(threads: int) -> dict[str, Any]:

@@ -17,7 +17,6 @@ def traced(tiny_model):
     tests is the same seed-0 model, so each (modality, opset, attention) is traced once. Returns
     fresh copies, since precision lowering and the tamper tests edit graphs."""
     import onnx
-
     from splip_engine.export.graph import export_tower
 
     cache = {}

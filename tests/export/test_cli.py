@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import sys
 
-import pytest
 from click.testing import CliRunner
+import pytest
 
 from splip_engine import save_checkpoint
 from splip_engine.cli import main

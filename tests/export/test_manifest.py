@@ -6,8 +6,15 @@ import json
 import pytest
 
 from splip_engine.errors import SpLIPError
-from splip_engine.export.manifest import (MANIFEST_FILE, MANIFEST_FORMAT_VERSION, describe_file, engine_hash,
-                                          read_manifest, verify_files, write_manifest)
+from splip_engine.export.manifest import (
+    MANIFEST_FILE,
+    MANIFEST_FORMAT_VERSION,
+    describe_file,
+    engine_hash,
+    read_manifest,
+    verify_files,
+    write_manifest,
+)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import pytest
 from splip_engine.export import export_engines, read_manifest, verify_files
 from splip_engine.export.tensorrt import tensorrt_unavailable
 
+
 _MISSING = tensorrt_unavailable()
 pytestmark = [pytest.mark.tensorrt, pytest.mark.skipif(_MISSING is not None, reason=str(_MISSING))]
 
