@@ -75,14 +75,10 @@ class ExportReport:
         for tower, fused in self.fused_attention.items():
             out.append(f"{tower}: {fused['count']}/{fused['expected']} attention layers fused ({fused['op_type']})")
         for name, report in self.parity.items():
-            verdict = "ok" if report["passed"] else "FAILED: " + ", ".join(report["failed"])
-            out.append(f"{name} {self.precision} parity vs PyTorch fp32: max |diff| {report['max_abs_diff']:.2e}, "
-                       f"min cosine {report['min_cosine']:.6f}, top-10 agreement {report['top10_agreement']:.3f} "
-                       f"[{verdict}]")
+            out.append(f"{name} {self.precision} parity vs PyTorch fp32: {_metrics_line(report)}")
         if self.tensorrt:
             for plan, report in self.tensorrt.get("parity", {}).items():
-                verdict = "ok" if report["passed"] else "FAILED: " + ", ".join(report["failed"])
-                out.append(f"{plan}: min cosine {report['min_cosine']:.6f} [{verdict}]")
+                out.append(f"{plan} TensorRT {self.precision} parity vs PyTorch fp32: {_metrics_line(report)}")
             for tower, info in self.tensorrt.get("inspection", {}).items():
                 out.append(f"{tower} TensorRT: {info['mha_layers']} fused MHA layers of {info['layers']}")
         out += [f"note: {n}" for n in self.notes]
@@ -91,6 +87,12 @@ class ExportReport:
         elif self.errors:
             out.append(f"nothing written to {self.out_dir}")
         return out
+
+
+def _metrics_line(report: dict) -> str:
+    verdict = "ok" if report["passed"] else "FAILED: " + ", ".join(report["failed"])
+    return (f"max |diff| {report['max_abs_diff']:.2e}, min cosine {report['min_cosine']:.6f}, "
+            f"top-10 agreement {report['top10_agreement']:.3f} [{verdict}]")
 
 
 def _formats(formats: str | Sequence[str]) -> set[str]:

@@ -27,3 +27,15 @@ def make_gallery(root, n_good: int, seed: int = 0) -> list[str]:
     (root / "class1" / "notes.txt").write_text("not an image")
     (root / "class2" / "truncated.png").write_bytes((root / "class2" / "img 002.png").read_bytes()[:60])
     return ["class0/empty.jpg", "class1/notes.txt", "class2/truncated.png"]
+
+
+def random_images(directory, count: int, seed: int) -> tuple[list[np.ndarray], list[str]]:
+    """`count` random uint8 RGB arrays and the PNG files they were saved to."""
+    rng = np.random.default_rng(seed)
+    arrays = [rng.integers(0, 256, (int(rng.integers(24, 48)), int(rng.integers(24, 48)), 3), dtype=np.uint8)
+              for _ in range(count)]
+    paths = []
+    for i, array in enumerate(arrays):
+        Image.fromarray(array).save(directory / f"{i}.png")
+        paths.append(str(directory / f"{i}.png"))
+    return arrays, paths

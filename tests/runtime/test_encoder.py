@@ -11,14 +11,11 @@ from splip_engine.data.images import ImageDecodeError
 from splip_engine.data.transforms import PreprocessSpec, preprocess
 from splip_engine.runtime import load_engine
 
+from .conftest import random_images
+
 
 def test_embed_matches_the_model_from_paths_pil_and_arrays(tiny_checkpoint, tmp_path):
-    rng = np.random.default_rng(0)
-    arrays = [rng.integers(0, 256, (40, 30, 3), dtype=np.uint8) for _ in range(3)]
-    paths = []
-    for i, a in enumerate(arrays):
-        Image.fromarray(a).save(tmp_path / f"{i}.png")
-        paths.append(str(tmp_path / f"{i}.png"))
+    arrays, paths = random_images(tmp_path, 3, seed=0)
     encoder = load_engine(tiny_checkpoint, backend="torch", device="cpu", batch_size=2)
     model = load_checkpoint(tiny_checkpoint).eval()
     spec = PreprocessSpec.for_model(model)

@@ -15,6 +15,8 @@ from splip_engine.data.transforms import preprocess
 from splip_engine.export import export_engines
 from splip_engine.runtime import load_engine
 
+from .conftest import random_images
+
 
 @pytest.fixture(scope="module")
 def engine_dir(tiny_checkpoint, tmp_path_factory):
@@ -24,12 +26,7 @@ def engine_dir(tiny_checkpoint, tmp_path_factory):
 
 
 def test_onnxruntime_engine_equals_pytorch_from_paths_pil_and_arrays(engine_dir, tiny_checkpoint, tmp_path):
-    rng = np.random.default_rng(1)
-    arrays = [rng.integers(0, 256, (37, 45, 3), dtype=np.uint8) for _ in range(5)]
-    paths = []
-    for i, a in enumerate(arrays):
-        Image.fromarray(a).save(tmp_path / f"{i}.png")
-        paths.append(str(tmp_path / f"{i}.png"))
+    arrays, paths = random_images(tmp_path, 5, seed=1)
     onnx = load_engine(engine_dir, backend="auto", device="cpu")
     torch_engine = load_engine(engine_dir, backend="torch", device="cpu")
     assert onnx.backend == "onnxruntime" and torch_engine.backend == "torch"
