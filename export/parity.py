@@ -27,6 +27,9 @@ PROBE_SIZE = 40
 PROBE_QUERIES = 8
 PROBE_BATCH = 8
 TOP_K = 10
+TIE_TOLERANCE = 1e-3
+"""Cosine gap below which two probe neighbours are a tie: fp16 rounding of the embeddings
+(~5e-4 per component here) may swap them at the k-th place without the engine being wrong."""
 
 Embedder = Callable[[np.ndarray], np.ndarray]
 """pixels (n, 3, S, S) float32 -> embeddings (n, D) float32: one engine under test."""
@@ -97,15 +100,17 @@ def embed_batched(embedder: Embedder, pixels: np.ndarray, batch: int = PROBE_BAT
 
 
 def top_k_agreement(reference: np.ndarray, candidate: np.ndarray, n_queries: int = PROBE_QUERIES,
-                    k: int = TOP_K) -> float:
-    """Mean overlap of the top-k gallery neighbours of each query, reference vs candidate
-    (rows [:n_queries] query rows [n_queries:])."""
-    def neighbours(emb: np.ndarray) -> np.ndarray:
-        scores = emb[:n_queries] @ emb[n_queries:].T  # (Q, G)
-        return np.argsort(-scores, axis=1, kind="stable")[:, :k]  # (Q, k) gallery rows
-
-    ref, cand = neighbours(reference), neighbours(candidate)
-    return float(np.mean([len(set(r) & set(c)) / ref.shape[1] for r, c in zip(ref, cand)]))
+                    k: int = TOP_K, tie_tolerance: float = TIE_TOLERANCE) -> float:
+    """Mean share of each query's candidate top-k gallery neighbours that are right by the
+    reference (rows [:n_queries] query rows [n_queries:]): in the reference top-k, or tied with
+    its k-th neighbour (reference score within `tie_tolerance` of it)."""
+    ref_scores = reference[:n_queries] @ reference[n_queries:].T  # (Q, G)
+    cand_scores = candidate[:n_queries] @ candidate[n_queries:].T  # (Q, G)
+    k = min(k, ref_scores.shape[1])
+    kth = -np.sort(-ref_scores, axis=1)[:, k - 1:k]  # (Q, 1) reference k-th best score
+    cand_top = np.argsort(-cand_scores, axis=1, kind="stable")[:, :k]  # (Q, k) gallery rows
+    right = np.take_along_axis(ref_scores, cand_top, axis=1) >= kth - tie_tolerance  # (Q, k)
+    return float(right.mean())
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, thresholds: dict[str, float]) -> dict:

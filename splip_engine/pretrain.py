@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ def _load_folder(root: Path, modality: str, classes: list[str], spec) -> tuple[t
     from splip_engine.data.folder import IMAGE_EXTENSIONS
     from splip_engine.data.transforms import preprocess_batch
 
-    items = [(p, label) for label, name in enumerate(classes) if (root / name).is_dir()
+    items = [(p, label) for label, name in enumerate(classes) if name and (root / name).is_dir()
              for p in sorted((root / name).iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS]
     pixels, errors = preprocess_batch([p for p, _ in items], modality, spec)
     bad = {i for i, _ in errors}
@@ -38,11 +39,11 @@ def _load_folder(root: Path, modality: str, classes: list[str], spec) -> tuple[t
 
 
 def pretrain_clip(photo_root: str | Path, out_file: str | Path, sketch_root: str | Path | None = None,
-                  clip_model: str = "tiny", steps: int = 600, batch_size: int = 64, lr: float = 2e-3, seed: int = 0,
-                  progress: bool = True) -> Path:
-    """Train all of `clip_model` (random init) contrastively on PHOTO_ROOT/<class>/* photos (and
-    SKETCH_ROOT/<class>/* sketches) against per-class captions; write its state dict to `out_file`
-    (usable as `pretrained=`)."""
+                  sketch_classes: Sequence[str] | None = None, clip_model: str = "tiny", steps: int = 600,
+                  batch_size: int = 64, lr: float = 2e-3, seed: int = 0, progress: bool = True) -> Path:
+    """Train all of `clip_model` (random init) contrastively on PHOTO_ROOT/<class>/* photos (and the
+    SKETCH_ROOT/<class>/* sketches of `sketch_classes`, default all) against per-class captions;
+    write its state dict to `out_file` (usable as `pretrained=`)."""
     import open_clip
     from tqdm import tqdm
 
@@ -56,13 +57,16 @@ def pretrain_clip(photo_root: str | Path, out_file: str | Path, sketch_root: str
     spec = PreprocessSpec(image_size=int(clip.visual.image_size[0]))
     parts = [_load_folder(Path(photo_root), "photo", classes, spec)]
     if sketch_root is not None:  # sketch captions come after the C photo captions
-        sketches, sketch_labels = _load_folder(Path(sketch_root), "sketch", classes, spec)
+        wanted = set(classes if sketch_classes is None else sketch_classes)
+        sketch_dirs = [name if name in wanted else "" for name in classes]  # "" is never a class dir
+        sketches, sketch_labels = _load_folder(Path(sketch_root), "sketch", sketch_dirs, spec)
         parts.append((sketches, sketch_labels + len(classes)))
     images = torch.cat([p for p, _ in parts])  # (N, 3, S, S)
     labels = torch.cat([y for _, y in parts])  # (N,) caption index
     kinds = ["photo", "sketch"][: len(parts)]
     captions = open_clip.get_tokenizer(clip_model)(
         [f"a {kind} of a {n.replace('_', ' ')}" for kind in kinds for n in classes])  # (C * kinds, 77)
+    caption_ids = torch.arange(len(captions))  # each caption its own class: keeps captions apart
     decay = [p for p in clip.parameters() if p.ndim >= 2]  # matrices only: no decay on gains,
     no_decay = [p for p in clip.parameters() if p.ndim < 2]  # biases and the logit scale (temperature)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
@@ -73,14 +77,15 @@ def pretrain_clip(photo_root: str | Path, out_file: str | Path, sketch_root: str
         image_features = F.normalize(clip.encode_image(_augment(images[batch], generator)), dim=-1)  # (B, D)
         text_features = F.normalize(clip.encode_text(captions), dim=-1)  # (C, D)
         logits = clip.logit_scale.exp() * image_features @ text_features.T  # (B, C)
-        loss = F.cross_entropy(logits, labels[batch])
+        caption_logits = clip.logit_scale.exp() * text_features @ text_features.T  # (C, C)
+        loss = F.cross_entropy(logits, labels[batch]) + F.cross_entropy(caption_logits, caption_ids)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         if step % 50 == 0:
-            logger.info("pretrain step %d: loss %.4f", step, float(loss))
+            logger.info("pretrain step %d: loss %.4f", step, loss.item())
     logger.info("pretrained %s on %d images of %d classes: final loss %.4f", clip_model, len(images),
-                len(classes), float(loss))
+                len(classes), loss.item())
     write_with_atomic(out_file, lambda tmp: torch.save(clip.state_dict(), tmp))
     return Path(out_file)

@@ -120,7 +120,7 @@ def train_step(model, criterion, batch: dict[str, Any], optimizer, scheduler, cf
         [p for group in optimizer.param_groups for p in group["params"]], cfg.grad_clip)
     optimizer.step()
     scheduler.step()
-    return {name: float(value) for name, value in losses.items()} | {"grad_norm": float(grad_norm)}
+    return {name: value.item() for name, value in losses.items()} | {"grad_norm": float(grad_norm)}
 
 
 def _device(name: str) -> torch.device:

@@ -5,8 +5,21 @@ import torch
 import torch.nn as nn
 
 
+PROMPT_INIT_STD = 0.02
+"""Std of the layers that emit prompt tokens (MaPLe / CoOp initialise prompts at 0.02): untrained
+prompts start small, so an untrained SpLIP stays close to the frozen CLIP it wraps."""
+
+
+def _prompt_head(d_in: int, d_out: int) -> nn.Linear:
+    """A Linear emitting prompt tokens, initialised N(0, PROMPT_INIT_STD) with zero bias."""
+    head = nn.Linear(d_in, d_out)
+    nn.init.normal_(head.weight, std=PROMPT_INIT_STD)
+    nn.init.zeros_(head.bias)
+    return head
+
+
 def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), _prompt_head(d_hidden, d_out))
 
 
 class VisionToTextPrompts(nn.Module):
@@ -40,7 +53,7 @@ class TextToVisionLayerPrompts(nn.Module):
     def __init__(self, text_width: int, vision_width: int, n_prompts: int, depth: int):
         super().__init__()
         self.n_prompts, self.vision_width = n_prompts, vision_width
-        self.heads = nn.ModuleList(nn.Linear(text_width, n_prompts * vision_width) for _ in range(depth))
+        self.heads = nn.ModuleList(_prompt_head(text_width, n_prompts * vision_width) for _ in range(depth))
 
     def forward(self, pooled_states: list[torch.Tensor]) -> list[torch.Tensor]:
         return [

@@ -39,6 +39,21 @@ def test_top_k_agreement_counts_shared_neighbours():
     assert parity.top_k_agreement(reference, candidate, n_queries=1, k=10) == pytest.approx(0.9)
 
 
+def test_a_swap_of_near_tied_neighbours_at_the_cut_is_agreement():
+    gallery = np.eye(20, dtype=np.float32)
+    scores = np.linspace(0.9, 0.5, 20, dtype=np.float32)
+    scores[10] = scores[9] - parity.TIE_TOLERANCE / 2  # rows 9 and 10 are tied within fp16 rounding
+    reference = np.vstack([scores, gallery])
+    swapped = scores.copy()
+    swapped[[9, 10]] = swapped[[10, 9]]
+    assert parity.top_k_agreement(reference, np.vstack([swapped, gallery]), n_queries=1, k=10) == 1.0
+    scores[10] = scores[9] - 10 * parity.TIE_TOLERANCE  # a real gap: the swap is a wrong neighbour
+    swapped = scores.copy()
+    swapped[[9, 10]] = swapped[[10, 9]]
+    candidate = np.vstack([swapped, gallery])
+    assert parity.top_k_agreement(np.vstack([scores, gallery]), candidate, n_queries=1, k=10) == pytest.approx(0.9)
+
+
 def test_thresholds_live_in_one_table_and_are_overridable():
     assert parity.resolve_thresholds("fp32") == parity.DEFAULT_THRESHOLDS["fp32"]
     assert parity.resolve_thresholds("fp16", {"min_cosine": 0.99})["min_cosine"] == 0.99
