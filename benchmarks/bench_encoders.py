@@ -41,7 +41,7 @@ def build_engines(threads: int, variants: bool = False) -> tuple[dict, float]:
     if variants:
         for attention in ("onnx", "math"):
             graph = export_tower(model, "sketch", attention=attention)
-            engines[f"ort_fp32_{attention}_attention"] = onnxruntime_embedder(graph, threads)
+            engines[f"ort_fp32_{attention}_attention"] = onnxruntime_embedder(graph, threads, spinning=False)
     return engines, encoder_gmacs(model, "sketch")
 
 

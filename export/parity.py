@@ -69,11 +69,15 @@ def require_onnxruntime():
     return onnxruntime
 
 
-def onnxruntime_embedder(graph, threads: int = 0) -> Embedder:
-    """An onnx.ModelProto on ONNX Runtime's CPU provider (all graph optimisations on)."""
+def onnxruntime_embedder(graph, threads: int = 0, spinning: bool = True) -> Embedder:
+    """An onnx.ModelProto on ONNX Runtime's CPU provider (all graph optimisations on).
+    `spinning=False` makes idle pool threads sleep instead of spin: needed when other engines
+    share the cores (benchmarks interleave them), at ~4% batch-1 latency when alone."""
     ort = require_onnxruntime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads  # 0: ORT's default, one per core
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
 

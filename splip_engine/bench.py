@@ -32,7 +32,7 @@ class BenchConfig:
     threads: int = 2
     batches: tuple[int, ...] = (1, 8, 32, 128)
     modalities: tuple[str, ...] = ("sketch", "photo")
-    engines: tuple[str, ...] = ("torch_fp32", "ort_fp32", "ort_fp16", "ort_int8")
+    engines: tuple[str, ...] = ("torch_fp32", "torch_compiled", "ort_fp32", "ort_fp16", "ort_int8")
     rounds: int = 5
     latency_rounds: int = 50
     search_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
@@ -44,7 +44,8 @@ class BenchConfig:
 
     @classmethod
     def quick(cls) -> "BenchConfig":
-        return cls(batches=(1, 16), modalities=("sketch",), rounds=3, latency_rounds=20, search_sizes=(100_000,),
+        return cls(batches=(1, 16), modalities=("sketch",), engines=("torch_fp32", "ort_fp32", "ort_fp16", "ort_int8"),
+                   rounds=3, latency_rounds=20, search_sizes=(100_000,),
                    search_kinds=("flat", "ivfpq"), embed_images=128, e2e_queries=15)
 
 
@@ -67,15 +68,36 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def peak_matmul_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
-    """The CPU's practical ceiling: best fp32 GFLOP/s of an n x n matmul with `threads` threads."""
+def matmul_gflops(threads: int, n: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """Best fp32 GFLOP/s of an n x n matmul with `threads` threads, per library: torch (MKL here)
+    and ONNX Runtime's MLAS (the engines' own GEMM; MKL is slower on AMD CPUs)."""
+    import onnx.helper as oh
     import torch
+    from onnx import TensorProto
+
+    from splip_engine.export.parity import require_onnxruntime
 
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)
-    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
+    torch_s = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+
+    ort = require_onnxruntime()
+    spec = [oh.make_tensor_value_info(name, TensorProto.FLOAT, [n, n]) for name in "abc"]
+    graph = oh.make_graph([oh.make_node("MatMul", ["a", "b"], ["c"])], "matmul", spec[:2], spec[2:])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString(),
+                                   options, providers=["CPUExecutionProvider"])
+    feeds = {"a": a.numpy(), "b": b.numpy()}
+    session.run(None, feeds)
+    ort_s = min(_timed(lambda: session.run(None, feeds)) for _ in range(repeats))
+    return {"torch": 2 * n ** 3 / torch_s / 1e9, "onnxruntime": 2 * n ** 3 / ort_s / 1e9}
+
+
+def peak_matmul_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """The CPU's practical ceiling: the best library's fp32 matmul GFLOP/s (see matmul_gflops)."""
+    return max(matmul_gflops(threads, n, repeats).values())
 
 
 def encoder_gmacs(model, modality: str = "sketch") -> float:
@@ -104,11 +126,26 @@ def build_embedders(model, modality: str, engines: tuple[str, ...], threads: int
     for name in engines:
         if name == "torch_fp32":
             embedders[name] = torch_embedder(model, modality)
+        elif name == "torch_compiled":
+            embedders[name] = compiled_torch_embedder(model, modality)
         elif name.startswith("ort_"):
-            embedders[name] = onnxruntime_embedder(convert_precision(fp32, name[4:]), threads)
+            embedders[name] = onnxruntime_embedder(convert_precision(fp32, name[4:]), threads, spinning=False)
         else:
             raise ValueError(f"unknown engine {name!r}")
     return embedders
+
+
+def compiled_torch_embedder(model, modality: str) -> Embedder:
+    """`torch.compile` (inductor, static shapes: one compile per batch size, done in the warm-up)."""
+    import torch
+
+    compiled = torch.compile(lambda pixels: model.encode(pixels, modality), dynamic=False)
+
+    def embed(pixels: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return compiled(torch.from_numpy(pixels)).numpy()
+
+    return embed
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -117,18 +154,39 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+_SETTLE_MAX_BATCH = 4
+"""Largest batch whose call is short enough (< ~0.2 s on ViT-B/32) for a switch's transient to show."""
+
+
 def time_interleaved(embedders: dict[str, Embedder], image_size: int, batch: int, rounds: int,
                      seed: int = 0) -> dict[str, list[float]]:
     """Seconds per call of each embedder on one (batch, 3, S, S) input, round-robin so that
-    machine drift hits every engine alike (ratios from one run are what we compare)."""
+    machine drift hits every engine alike (ratios from one run are what we compare). At small
+    batches each timed call follows an untimed one of the same engine: the previous engine's
+    thread pool is still winding down (spinning) right after a switch, which would tax
+    whichever engine comes next."""
     pixels = np.random.default_rng(seed).standard_normal((batch, 3, image_size, image_size), dtype=np.float32)
     for embed in embedders.values():  # warm-up: allocations, first-run graph planning
         embed(pixels)
     times: dict[str, list[float]] = {name: [] for name in embedders}
     for _ in range(rounds):
         for name, embed in embedders.items():
+            if batch <= _SETTLE_MAX_BATCH:
+                embed(pixels)
             times[name].append(_timed(lambda: embed(pixels)))
     return times
+
+
+def parity_vs_torch(model, modality: str, embedders: dict[str, Embedder]) -> dict[str, dict[str, float]]:
+    """Per engine: min cosine and top-10 agreement vs eager fp32 PyTorch on the export probe batch."""
+    from splip_engine.export import parity
+
+    probe = parity.probe_images(model.image_size)
+    reference = parity.embed_batched(parity.torch_embedder(model, modality), probe)
+    reports = {name: parity.compare(reference, parity.embed_batched(embed, probe), {})
+               for name, embed in embedders.items()}
+    return {name: {"min_cosine": r["min_cosine"], "top10_agreement": r["top10_agreement"]}
+            for name, r in reports.items()}
 
 
 def encoder_rows(cfg: BenchConfig) -> tuple[list[dict], dict[str, float]]:
@@ -140,6 +198,7 @@ def encoder_rows(cfg: BenchConfig) -> tuple[list[dict], dict[str, float]]:
     rows = []
     for modality in cfg.modalities:
         embedders = build_embedders(model, modality, cfg.engines, cfg.threads)
+        agreement = parity_vs_torch(model, modality, embedders)
         for batch in cfg.batches:
             rounds = cfg.latency_rounds if batch == 1 else cfg.rounds
             times = time_interleaved(embedders, model.image_size, batch, rounds)
@@ -149,7 +208,7 @@ def encoder_rows(cfg: BenchConfig) -> tuple[list[dict], dict[str, float]]:
                 rows.append({"engine": name, "modality": modality, "batch": batch, "img_per_s": batch / seconds,
                              "p50_ms": 1e3 * float(np.percentile(t, 50)), "p99_ms": 1e3 * float(np.percentile(t, 99)),
                              "gflop_per_s": 2 * gmacs[modality] * batch / seconds, "rounds": rounds,
-                             "vs_torch_fp32": reference / seconds if reference else None})
+                             "vs_torch_fp32": reference / seconds if reference else None, **agreement[name]})
             logger.info("bench encoders: %s batch %d done", modality, batch)
         del embedders
     return rows, gmacs
@@ -253,17 +312,20 @@ def render_markdown(results: dict[str, Any]) -> str:
     """The tables of one bench run."""
     m = results["machine"]
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads; torch {m['torch']}, "
-             f"onnxruntime {m['onnxruntime']}. Peak fp32 matmul: {results['peak_matmul_gflops']:.0f} GFLOP/s.",
+             f"onnxruntime {m['onnxruntime']}. Peak fp32 matmul (2048^2): {results['peak_matmul_gflops']:.0f} GFLOP/s "
+             f"(" + ", ".join(f"{k} {v:.0f}" for k, v in results["matmul_gflops"].items()) + ").",
              f"FLOP convention: matmul/conv/attention MACs counted by torch's FlopCounterMode, 1 MAC = 2 FLOP; "
              f"SpLIP {results['config']['clip_model']} GMACs/image: "
              + ", ".join(f"{k} {v:.2f}" for k, v in results["gmacs_per_image"].items()) + ".", "",
-             "| tower | engine | batch | img/s | p50 ms | p99 ms | GFLOP/s | % of matmul peak | vs torch fp32 |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| tower | engine | batch | img/s | p50 ms | p99 ms | GFLOP/s | % of matmul peak | vs torch fp32 "
+             "| min cos | top-10 agr. |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results["encoders"]:
         ratio = f"{r['vs_torch_fp32']:.2f}x" if r["vs_torch_fp32"] else ""
         lines.append(f"| {r['modality']} | {r['engine']} | {r['batch']} | {r['img_per_s']:.1f} | {r['p50_ms']:.1f} | "
                      f"{r['p99_ms']:.1f} | {r['gflop_per_s']:.0f} | "
-                     f"{100 * r['gflop_per_s'] / results['peak_matmul_gflops']:.0f}% | {ratio} |")
+                     f"{100 * r['gflop_per_s'] / results['peak_matmul_gflops']:.0f}% | {ratio} | "
+                     f"{r['min_cosine']:.5f} | {r['top10_agreement']:.3f} |")
     lines += ["", "| gallery | index | 64 queries (ms) | per query (ms) | 1 query p50 (ms) | recall@100 | build (s) |",
               "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in results["search"]:
@@ -283,7 +345,8 @@ def run_bench(cfg: BenchConfig, out: str | Path | None = None) -> dict[str, Any]
 
     start = time.perf_counter()
     results: dict[str, Any] = {"config": asdict(cfg), "machine": machine_info(cfg.threads),
-                               "peak_matmul_gflops": peak_matmul_gflops(cfg.threads)}
+                               "matmul_gflops": matmul_gflops(cfg.threads)}
+    results["peak_matmul_gflops"] = max(results["matmul_gflops"].values())
     results["encoders"], results["gmacs_per_image"] = encoder_rows(cfg)
     results["search"] = search_rows(cfg)
     results["pipeline"] = pipeline_rows(cfg)
