@@ -11,3 +11,12 @@ class PretrainedWeightsError(SpLIPError):
 
 class CheckpointError(SpLIPError):
     """A SpLIP checkpoint directory is missing, incomplete or does not fit the model."""
+
+
+class DiskWriteError(SpLIPError):
+    """A file could not be written (disk full, no permission, read-only file system); the message
+    names the file, the problem and the fix. `errno` is the OSError's errno (None if unknown)."""
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno

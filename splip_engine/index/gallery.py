@@ -9,8 +9,8 @@ Index directory layout:
     ids-<token>.parquet      id (and path) per gallery row
 
 `save` writes new token-named files beside the old ones, then replaces index.json atomically (the
-commit), then deletes the files the new index.json no longer names: a save interrupted at any
-point leaves the previous index loadable.
+commit), then deletes the files the new index.json no longer names (and the temp files a killed
+save left): a save interrupted at any point leaves the previous index loadable.
 """
 from __future__ import annotations
 
@@ -329,7 +329,9 @@ class GalleryIndex:
         write_with_atomic(directory / files["ids"], lambda tmp: pq.write_table(pa.table(columns), str(tmp)))
         sizes = {name: (directory / f).stat().st_size for name, f in files.items()}
         write_text_atomic(directory / INDEX_FILE, json.dumps({**self.info, "files": files, "sizes": sizes}, indent=1))
-        for stale in [*directory.glob("index-*.faiss"), *directory.glob("ids-*.parquet")]:
+        leftovers = [".index-*.tmp", ".ids-*.tmp", f".{INDEX_FILE}.*.tmp"]  # temp files of a killed save
+        for stale in [*directory.glob("index-*.faiss"), *directory.glob("ids-*.parquet"),
+                      *(p for pattern in leftovers for p in directory.glob(pattern))]:
             if stale.name not in files.values():
                 stale.unlink()
         return directory

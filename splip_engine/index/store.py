@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from splip_engine.errors import SpLIPError
+from splip_engine.errors import DiskWriteError, SpLIPError
 from splip_engine.io_utils import write_text_atomic, write_with_atomic
 
 FORMAT_VERSION = 1
@@ -338,21 +338,26 @@ class StoreWriter:
         then store.json; the writer's own state changes only once store.json is written."""
         info = json.loads(json.dumps(self._info))  # the next commit record
         counts = info["counts"]
-        if shard_rows:
-            shard = len(info["shards"])
-            (emb, ids, paths), rest = self._split_pending(shard_rows)
-            table = pa.table({"id": ids, "path": paths, "shard": np.full(len(ids), shard, np.int32),
-                              "row": np.arange(len(ids), dtype=np.int32)}, schema=_META_SCHEMA)
-            write_with_atomic(_emb_file(self.path, shard), lambda tmp: _save_npy(tmp, emb))
-            write_with_atomic(_meta_file(self.path, shard), lambda tmp: pq.write_table(table, str(tmp)))
-            info["shards"].append({"rows": len(ids)})
-            counts["rows"] += len(ids)
-            counts["shards"] += 1
-        errors = self._errors + self._pending_errors
-        if self._pending_errors:
-            write_text_atomic(self.path / ERRORS_FILE, "".join(json.dumps(e) + "\n" for e in errors))
-            counts["errors"] = len(errors)
-        write_text_atomic(self.path / STORE_FILE, json.dumps(info, indent=1))
+        try:
+            if shard_rows:
+                shard = len(info["shards"])
+                (emb, ids, paths), rest = self._split_pending(shard_rows)
+                table = pa.table({"id": ids, "path": paths, "shard": np.full(len(ids), shard, np.int32),
+                                  "row": np.arange(len(ids), dtype=np.int32)}, schema=_META_SCHEMA)
+                write_with_atomic(_emb_file(self.path, shard), lambda tmp: _save_npy(tmp, emb))
+                write_with_atomic(_meta_file(self.path, shard), lambda tmp: pq.write_table(table, str(tmp)))
+                info["shards"].append({"rows": len(ids)})
+                counts["rows"] += len(ids)
+                counts["shards"] += 1
+            errors = self._errors + self._pending_errors
+            if self._pending_errors:
+                write_text_atomic(self.path / ERRORS_FILE, "".join(json.dumps(e) + "\n" for e in errors))
+                counts["errors"] = len(errors)
+            write_text_atomic(self.path / STORE_FILE, json.dumps(info, indent=1))
+        except DiskWriteError as e:  # nothing of this commit counts; what was committed before stays
+            kept = self._info["counts"]["rows"]
+            raise DiskWriteError(f"{e} (store {self.path} keeps its {kept} committed rows: re-running "
+                                 "`splip-engine embed` with the same --out resumes from them)", e.errno) from e
         self._info, self._errors, self._pending_errors = info, errors, []
         if shard_rows:
             self._pending, self._pending_rows = rest, self._pending_rows - shard_rows
@@ -371,8 +376,14 @@ class StoreWriter:
     def __enter__(self) -> StoreWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:  # leaving on an error: still commit what is buffered, if that works
+            self.close()
+        except Exception as close_error:  # e.g. the disk is still full: the first error is the one to report
+            log.warning("store %s: could not commit the buffered rows on the way out (%s)", self.path, close_error)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -69,19 +69,19 @@ def run_embed(encoder: Encoder, source: str | Path, out: str | Path, modality: s
                      shard_size=shard_size) as writer:
         todo = pending_items(items, writer)
         report = EmbedReport(store=str(out), total_inputs=len(items), already_done=len(items) - len(todo))
-        bar = tqdm(total=len(todo), unit="img", desc=f"embed {modality}", disable=not progress)
-        for batch in iter_pixel_batches(todo, modality, encoder.spec, batch_size, workers=workers):
-            report.timings["decode+preprocess"] += batch.decode_s
-            t0 = time.perf_counter()
-            embeddings = encoder.embed_pixels(batch.pixels, modality)
-            t1 = time.perf_counter()
-            good = [batch.items[i] for i in batch.good]
-            write_rows(writer, embeddings, good, [(batch.items[i][1], reason) for i, reason in batch.errors])
-            report.timings["encode"] += t1 - t0
-            report.timings["write"] += time.perf_counter() - t1
-            report.embedded += len(good)
-            report.failed += len(batch.errors)
-            bar.update(len(batch.items))
-        bar.close()
+        # closed on an error too, so the CLI's error line starts on a line of its own
+        with tqdm(total=len(todo), unit="img", desc=f"embed {modality}", disable=not progress) as bar:
+            for batch in iter_pixel_batches(todo, modality, encoder.spec, batch_size, workers=workers):
+                report.timings["decode+preprocess"] += batch.decode_s
+                t0 = time.perf_counter()
+                embeddings = encoder.embed_pixels(batch.pixels, modality)
+                t1 = time.perf_counter()
+                good = [batch.items[i] for i in batch.good]
+                write_rows(writer, embeddings, good, [(batch.items[i][1], reason) for i, reason in batch.errors])
+                report.timings["encode"] += t1 - t0
+                report.timings["write"] += time.perf_counter() - t1
+                report.embedded += len(good)
+                report.failed += len(batch.errors)
+                bar.update(len(batch.items))
     report.timings["wall"] = time.perf_counter() - start
     return report

@@ -46,6 +46,15 @@ def choose_backend(manifest: dict | None, device: str) -> str:
     return "torch"
 
 
+def _check_runtime_fields(path: Path, manifest: dict) -> None:
+    """The manifest fields every backend sizes its inputs and outputs by must be positive ints."""
+    for key in ("embedding_dim", "image_size"):
+        value = manifest.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SpLIPError(f"{path}/manifest.json has {key}={value!r}, not a positive integer; "
+                             "re-export the engine with `splip-engine export`")
+
+
 def load_engine(path: str | Path, backend: str = "auto", device: str = "auto", batch_size: int = 32,
                 verify: bool = True) -> Encoder:
     """Open `path` -- an engine dir from `splip-engine export`, or a SpLIP checkpoint dir (torch
@@ -69,6 +78,7 @@ def load_engine(path: str | Path, backend: str = "auto", device: str = "auto", b
     from splip_engine.export.manifest import read_manifest, verify_files
 
     manifest = read_manifest(path)
+    _check_runtime_fields(path, manifest)
     if verify:
         verify_files(path, manifest)
     if backend == "auto":

@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from splip_engine.errors import SpLIPError
 from splip_engine.runtime.base import Encoder
 
 
@@ -16,6 +17,11 @@ class TorchEncoder(Encoder):
 
     def __init__(self, model, manifest: dict[str, Any], device: str = "cpu", batch_size: int = 32):
         super().__init__(manifest, batch_size=batch_size)
+        theirs = {"embedding_dim": int(model.embed_dim), "image_size": int(model.image_size)}
+        ours = {"embedding_dim": self.embedding_dim, "image_size": self.image_size}
+        if theirs != ours:
+            diff = ", ".join(f"{k} {ours[k]} (manifest) != {theirs[k]} (model)" for k in ours if ours[k] != theirs[k])
+            raise SpLIPError(f"the manifest does not match the model it describes: {diff}; re-export the engine")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.autocast = self.device.type == "cuda" and manifest.get("precision") == "fp16"

@@ -26,12 +26,14 @@ try:
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import JSONResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.requests import ClientDisconnect
 except ImportError as e:  # optional dependency: the `serve` extra
     raise SpLIPError("serving needs FastAPI and uvicorn: pip install 'splip-engine[serve]'") from e
 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 1  # what a 503 tells clients to wait before retrying
+CLIENT_CLOSED_REQUEST = 499  # nginx's code for a client that left mid-request: not a server error
 _RAW_TYPES = ("image/", "application/octet-stream")
 _PATHS = ("/search", "/healthz", "/metrics")  # metric labels; any other path counts as "other"
 
@@ -90,6 +92,11 @@ def create_app(encoder: Any, index: Any, settings: ServeSettings | None = None) 
     @app.exception_handler(ImageDecodeError)
     async def bad_image(request: Request, exc: ImageDecodeError) -> JSONResponse:
         return JSONResponse({"detail": f"bad image: {exc}"}, status_code=400)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        return JSONResponse({"detail": "the client disconnected before sending the whole request"},
+                            status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -1,36 +1,44 @@
-"""The Python Encoder and GalleryIndex used from several threads give the sequential results."""
+"""The Python Encoder (PyTorch and ONNX Runtime backends) and GalleryIndex used from several
+threads give the sequential results."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
-from splip_engine import SpLIPConfig, build_model, save_checkpoint
 from splip_engine.index import GalleryIndex, synthetic_embeddings, synthetic_queries
 from splip_engine.runtime import load_engine
 
 
-def test_encoder_from_threads_matches_sequential(tmp_path):
-    save_checkpoint(build_model(SpLIPConfig(clip_model="tiny", pretrained="")), tmp_path / "ckpt")
-    encoder = load_engine(tmp_path / "ckpt", backend="torch", batch_size=4)
-    rng = np.random.default_rng(0)
-    batches = [[rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(5)] for _ in range(8)]
-    sequential = [encoder.embed(b, "sketch") for b in batches]
+def _batches(seed: int = 0) -> list[tuple[list[np.ndarray], str]]:
+    """8 batches of 5 random images, sketch and photo alternating (so both towers run at once)."""
+    rng = np.random.default_rng(seed)
+    return [([rng.integers(0, 256, (24, 24 + i, 3), dtype=np.uint8) for _ in range(5)], ("sketch", "photo")[i % 2])
+            for i in range(8)]
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_encoder_from_threads_matches_sequential(backend, tiny_checkpoint, engine_dir):
+    encoder = load_engine(tiny_checkpoint if backend == "torch" else engine_dir, backend=backend, device="cpu",
+                          batch_size=4)  # batches of 5: each call runs two backend batches
+    batches = _batches()
+    sequential = [encoder.embed(images, modality) for images, modality in batches]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        threaded = list(pool.map(lambda b: encoder.embed(b, "sketch"), batches))
-    for a, b in zip(sequential, threaded):
-        np.testing.assert_allclose(a, b, atol=1e-6)  # same inputs, same weights: only float order may differ
+        threaded = list(pool.map(lambda batch: encoder.embed(*batch), batches * 3))
+    for i, result in enumerate(threaded):
+        np.testing.assert_allclose(result, sequential[i % len(batches)], atol=1e-6)  # only float order may differ
 
 
 def test_gallery_index_from_threads_matches_sequential():
-    gallery = synthetic_embeddings(5000, 64, 50)[0]
+    gallery = synthetic_embeddings(10_000, 64, 50)[0]  # ivfpq trains on >= 9984
     queries = synthetic_queries(64, 64, 50)[0]
-    for kind in ("flat", "hnsw"):
+    for kind in ("flat", "hnsw", "ivfpq"):
         index = GalleryIndex.build(gallery, [f"g{i}" for i in range(len(gallery))], kind)
         chunks = np.array_split(queries, 8)
         sequential = [index.search(q, 10) for q in chunks]
         with ThreadPoolExecutor(max_workers=4) as pool:
-            threaded = list(pool.map(lambda q: index.search(q, 10), chunks))
-        for (s1, i1), (s2, i2) in zip(sequential, threaded):
-            np.testing.assert_array_equal(i1, i2)
-            np.testing.assert_allclose(s1, s2)
+            threaded = list(pool.map(lambda q: index.search(q, 10), chunks * 3))
+        for i, (scores, ids) in enumerate(threaded):
+            np.testing.assert_array_equal(ids, sequential[i % len(chunks)][1])
+            np.testing.assert_allclose(scores, sequential[i % len(chunks)][0])
