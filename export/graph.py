@@ -7,11 +7,13 @@ two export-time entries there:
 - `export_math`: attention spelled out as MatMul / Softmax / MatMul, for TensorRT, whose builder
   fuses that pattern into its own MHA kernels (its ONNX parser has no contrib ops).
 `attention="onnx"` keeps torch's SDPA, which the opset-23 exporter turns into ONNX `Attention`.
-Chosen by measurement (ViT-B-32 SpLIP sketch tower, ORT 1.32, 2 threads on the shared 2-core
-CPU, interleaved runs, best of 40 at batch 1 / of 6 at batch 16): contrib 218 / 946 ms, ONNX
-`Attention` 276 / 940 ms, unfused 246 / 1082 ms; single-thread CPU time at batch 1: contrib
-123 ms, ONNX `Attention` 128 ms. ORT's transpose optimiser removes the layout transposes around
-the contrib node. `benchmarks/bench_encoders.py --variants` re-measures all three.
+Measured side by side (ViT-B-32 SpLIP sketch tower, ORT 1.32, 2 threads, quiet 2-core AMD EPYC,
+interleaved medians, `benchmarks/bench_encoders.py --variants`, 2026-12-01): contrib 35.7 / 412.5
+ms at batch 1 / 16, ONNX `Attention` 35.3 / 411.0 ms, unfused 35.9 / 411.1 ms: equal within noise
+(at 56 tokens QK^T and PV are ~1% of a layer's MACs; the QKV / MLP GEMMs bound the tower). An earlier
+run on a contended machine favoured contrib (218 vs 276 / 246 ms). We keep contrib: fused, as
+fast as any, exportable at opsets 18-23, and the op ORT's CUDA provider has fused kernels for.
+ORT's transpose optimiser removes the layout transposes around the contrib node.
 
 Input-independent tensors are baked: V_tg is computed once by `EncoderGraph` and traced as a
 constant; the rest (the template / class-name word embeddings, pooling weights, masks) by

@@ -3,10 +3,12 @@
 - store: StoreWriter / open_store, float16 shards + parquet ids, atomic commits, resumable
 - kinds: FAISS index kinds (flat, ivfpq, hnsw), their parameters and the `auto` rule
 - gallery: GalleryIndex (build, build_from_store, search, save, load, check_compatible)
+- exact: blocked-GEMM exact top-k over the float16 gallery (flat search of query batches on CPU)
 - recall: recall_at_k against exact search, tune_search for a target recall
 - build: build_index, the library function behind `splip-engine index`
 - synthetic: seeded clustered gallery embeddings and sketch-like queries for tests and benchmarks
 """
+from splip_engine.index import exact
 from splip_engine.index.build import build_index
 from splip_engine.index.gallery import MAX_K, GalleryIndex
 from splip_engine.index.recall import recall_at_k, tune_search

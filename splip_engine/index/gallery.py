@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from splip_engine.errors import SpLIPError
+from splip_engine.index import exact
 from splip_engine.index.kinds import (
     DEFAULT_MEMORY_BUDGET,
     SEARCH_PARAMS,
@@ -138,6 +139,7 @@ class GalleryIndex:
         self._paths = paths
         self._path_by_id: dict[str, str] | None = None
         self._gallery_cuda = None
+        self._exact_cpu = None
         self.info = info
 
     @property
@@ -270,12 +272,31 @@ class GalleryIndex:
             return self._search_cuda(queries, k)
         if device != "cpu":
             raise SpLIPError(f"device {device!r} is not 'cpu' or 'cuda'")
+        if self.kind == "flat" and len(queries) >= exact.MIN_QUERIES and exact.onnxruntime_or_none():
+            return self._search_blocked(queries, k)
         scores = np.empty((len(queries), k), dtype=np.float32)  # (Q, k)
         positions = np.empty((len(queries), k), dtype=np.int64)  # (Q, k)
         for start in range(0, len(queries), _SEARCH_BATCH):
             stop = start + _SEARCH_BATCH
             scores[start:stop], positions[start:stop] = self._index.search(queries[start:stop], k)
         scores[positions < 0] = -np.inf
+        return scores, positions
+
+    def _flat_gallery(self) -> np.ndarray:
+        """The flat index's fp16 codes, which are the gallery itself, as an (N, D) float16 view."""
+        codes = import_faiss().rev_swig_ptr(self._index.codes.data(), self.count * self.dim * 2)  # (N*D*2,) uint8
+        return codes.view(np.float16).reshape(self.count, self.dim)
+
+    def _search_blocked(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search of a flat index by blocked GEMM (index/exact.py), -1 / -inf padded to k."""
+        if self._exact_cpu is None:
+            self._exact_cpu = exact.BlockedExactSearch(self._flat_gallery())
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)  # (Q, k)
+        positions = np.full((len(queries), k), -1, dtype=np.int64)  # (Q, k)
+        for start in range(0, len(queries), _SEARCH_BATCH):
+            stop = start + _SEARCH_BATCH
+            top_scores, top_rows = self._exact_cpu.search(queries[start:stop], k)
+            scores[start:stop, :top_scores.shape[1]], positions[start:stop, :top_rows.shape[1]] = top_scores, top_rows
         return scores, positions
 
     def _search_cuda(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -288,9 +309,8 @@ class GalleryIndex:
             raise SpLIPError("device='cuda' but torch sees no CUDA device; use device='cpu'")
         from splip_engine.kernels import similarity_topk
 
-        if self._gallery_cuda is None:  # the fp16 codes of the flat index are the gallery itself
-            codes = import_faiss().vector_to_array(self._index.codes)  # (N * D * 2,) uint8
-            self._gallery_cuda = torch.from_numpy(codes.view(np.float16).reshape(self.count, self.dim)).cuda()
+        if self._gallery_cuda is None:
+            self._gallery_cuda = torch.from_numpy(self._flat_gallery()).cuda()
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)  # (Q, k)
         positions = np.full((len(queries), k), -1, dtype=np.int64)  # (Q, k)
         found = min(k, self.count)

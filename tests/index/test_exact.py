@@ -1,0 +1,53 @@
+"""Blocked-GEMM exact search (index/exact.py): the same top-k as NumPy and as FAISS's fp16 scan,
+across blocks, with ties and k beyond a block or the gallery; GalleryIndex uses it for batches."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from splip_engine.index import GalleryIndex, exact, synthetic_embeddings, synthetic_queries
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    monkeypatch.setattr(exact, "BLOCK_ROWS", 700)  # several blocks, the last one partial
+
+
+def _numpy_topk(queries: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = queries @ gallery.astype(np.float32).T  # (Q, N)
+    rows = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # ties: lower row first
+    return np.take_along_axis(scores, rows, axis=1), rows
+
+
+@pytest.mark.parametrize("k", [1, 10, 900, 5000])
+def test_blocked_search_equals_numpy_with_ties(small_blocks, k):
+    gallery = synthetic_embeddings(3000, 32, 30, dtype=np.float16)[0]
+    gallery[1500:1510] = gallery[5]  # exact duplicates: tied scores across blocks
+    queries = synthetic_queries(9, 32, 30)[0]
+    queries[0] = gallery[5]
+    scores, rows = exact.BlockedExactSearch(gallery).search(queries, k)
+    ref_scores, ref_rows = _numpy_topk(queries, gallery, k)
+    assert scores.shape == rows.shape == (9, min(k, 3000))
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-6)  # same fp32 products, other summation order
+    tied = np.isclose(ref_scores[:, :, None], ref_scores[:, None, :], atol=1e-6).sum(-1) > 1  # (Q, k)
+    assert (rows[~tied] == ref_rows[~tied]).all()
+    assert list(rows[0, :11]) == [5, *range(1500, 1510)][:k]  # a tie goes to the lower row, as in FAISS
+
+
+def test_gallery_index_batches_use_it_and_agree_with_the_faiss_scan(small_blocks):
+    gallery = synthetic_embeddings(5000, 48, 50, dtype=np.float16)[0]
+    index = GalleryIndex.build(gallery, [f"g{i}" for i in range(len(gallery))], "flat")
+    queries = synthetic_queries(exact.MIN_QUERIES + 3, 48, 50)[0]
+    blocked = index.search_positions(queries, 50)
+    assert index._exact_cpu is not None
+    scan = [index.search_positions(q[None], 50) for q in queries]  # one query: the FAISS scan
+    np.testing.assert_allclose(blocked[0], np.concatenate([s for s, _ in scan]), atol=1e-6)
+    np.testing.assert_array_equal(blocked[1], np.concatenate([r for _, r in scan]))
+
+
+def test_k_beyond_the_gallery_is_padded_like_the_scan():
+    gallery = synthetic_embeddings(20, 16, 4, dtype=np.float16)[0]
+    index = GalleryIndex.build(gallery, [f"g{i}" for i in range(20)], "flat")
+    scores, ids = index.search(synthetic_queries(exact.MIN_QUERIES, 16, 4)[0], 25)
+    assert (ids[:, 20:] == None).all() and np.isneginf(scores[:, 20:]).all()  # noqa: E711
+    assert all(set(row[:20]) == {f"g{i}" for i in range(20)} for row in ids)
