@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ def _load_folder(root: Path, modality: str, classes: list[str], spec) -> tuple[t
     from splip_engine.data.folder import IMAGE_EXTENSIONS
     from splip_engine.data.transforms import preprocess_batch
 
-    items = [(p, label) for label, name in enumerate(classes) if name and (root / name).is_dir()
+    items = [(p, label) for label, name in enumerate(classes) if (root / name).is_dir()
              for p in sorted((root / name).iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS]
     pixels, errors = preprocess_batch([p for p, _ in items], modality, spec)
     bad = {i for i, _ in errors}
@@ -39,11 +38,12 @@ def _load_folder(root: Path, modality: str, classes: list[str], spec) -> tuple[t
 
 
 def pretrain_clip(photo_root: str | Path, out_file: str | Path, sketch_root: str | Path | None = None,
-                  sketch_classes: Sequence[str] | None = None, clip_model: str = "tiny", steps: int = 600,
+                  clip_model: str = "tiny", steps: int = 600,
                   batch_size: int = 64, lr: float = 2e-3, seed: int = 0, progress: bool = True) -> Path:
-    """Train all of `clip_model` (random init) contrastively on PHOTO_ROOT/<class>/* photos (and the
-    SKETCH_ROOT/<class>/* sketches of `sketch_classes`, default all) against per-class captions;
-    write its state dict to `out_file` (usable as `pretrained=`)."""
+    """Train all of `clip_model` (random init) contrastively on PHOTO_ROOT/<class>/* photos (and
+    SKETCH_ROOT/<class>/* sketches) against per-class captions, plus a term that keeps the
+    captions apart (without it the random text tower's near-identical captions stall the loss at
+    ln(#kinds) for hundreds of steps); write its state dict to `out_file` (usable as `pretrained=`)."""
     import open_clip
     from tqdm import tqdm
 
@@ -57,9 +57,7 @@ def pretrain_clip(photo_root: str | Path, out_file: str | Path, sketch_root: str
     spec = PreprocessSpec(image_size=int(clip.visual.image_size[0]))
     parts = [_load_folder(Path(photo_root), "photo", classes, spec)]
     if sketch_root is not None:  # sketch captions come after the C photo captions
-        wanted = set(classes if sketch_classes is None else sketch_classes)
-        sketch_dirs = [name if name in wanted else "" for name in classes]  # "" is never a class dir
-        sketches, sketch_labels = _load_folder(Path(sketch_root), "sketch", sketch_dirs, spec)
+        sketches, sketch_labels = _load_folder(Path(sketch_root), "sketch", classes, spec)
         parts.append((sketches, sketch_labels + len(classes)))
     images = torch.cat([p for p, _ in parts])  # (N, 3, S, S)
     labels = torch.cat([y for _, y in parts])  # (N,) caption index

@@ -9,6 +9,8 @@ uses this from MIN_QUERIES up. Optional: without onnxruntime the FAISS scan serv
 """
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
 MIN_QUERIES = 8
@@ -17,13 +19,9 @@ BLOCK_ROWS = 65_536
 """Gallery rows per graph call: a 128 MiB float32 block, with the (Q, rows) scores, stays small."""
 
 
-def onnxruntime_or_none():
-    """onnxruntime if installed, else None (this path is an optional speed-up)."""
-    try:
-        import onnxruntime
-    except ImportError:
-        return None
-    return onnxruntime
+def available() -> bool:
+    """Whether onnxruntime is installed (this path is an optional speed-up)."""
+    return importlib.util.find_spec("onnxruntime") is not None
 
 
 def _topk_graph(dim: int) -> bytes:
@@ -49,9 +47,9 @@ class BlockedExactSearch:
     reference, not copied). Thread-safe: ONNX Runtime sessions may run concurrently."""
 
     def __init__(self, gallery: np.ndarray, threads: int = 0):
-        ort = onnxruntime_or_none()
-        if ort is None:
-            raise ImportError("BlockedExactSearch needs onnxruntime: pip install 'splip-engine[cpu]'")
+        from splip_engine.runtime.ort_backend import import_onnxruntime
+
+        ort = import_onnxruntime()
         if gallery.dtype != np.float16 or gallery.ndim != 2:
             raise ValueError(f"gallery must be (N, D) float16, got {gallery.shape} {gallery.dtype}")
         self.gallery = gallery

@@ -272,7 +272,7 @@ class GalleryIndex:
             return self._search_cuda(queries, k)
         if device != "cpu":
             raise SpLIPError(f"device {device!r} is not 'cpu' or 'cuda'")
-        if self.kind == "flat" and len(queries) >= exact.MIN_QUERIES and exact.onnxruntime_or_none():
+        if self.kind == "flat" and len(queries) >= exact.MIN_QUERIES and exact.available():
             return self._search_blocked(queries, k)
         scores = np.empty((len(queries), k), dtype=np.float32)  # (Q, k)
         positions = np.empty((len(queries), k), dtype=np.int64)  # (Q, k)
