@@ -51,3 +51,15 @@ def test_k_beyond_the_gallery_is_padded_like_the_scan():
     scores, ids = index.search(synthetic_queries(exact.MIN_QUERIES, 16, 4)[0], 25)
     assert (ids[:, 20:] == None).all() and np.isneginf(scores[:, 20:]).all()  # noqa: E711
     assert all(set(row[:20]) == {f"g{i}" for i in range(20)} for row in ids)
+
+
+def test_a_loaded_index_searches_its_own_codes(tmp_path):
+    gallery = synthetic_embeddings(3000, 32, 10, dtype=np.float16)[0]
+    index = GalleryIndex.build(gallery, [f"g{i}" for i in range(len(gallery))], "flat")
+    queries = synthetic_queries(exact.MIN_QUERIES * 2, 32, 10)[0]
+    loaded = GalleryIndex.load(index.save(tmp_path / "index"))
+    expected = index.search(queries, 20)
+    found = loaded.search(queries, 20)
+    assert loaded._exact_cpu is not None  # the blocked path read the loaded FAISS index's codes
+    np.testing.assert_array_equal(found[1], expected[1])
+    np.testing.assert_array_equal(found[0], expected[0])
