@@ -21,6 +21,7 @@ from splip_engine.config import MODALITIES
 from splip_engine.errors import SpLIPError
 from splip_engine.io_utils import write_bytes_atomic, write_with_atomic
 from splip_engine.model import SpLIP
+from splip_engine.optional import import_onnxruntime
 
 from . import parity
 from .graph import (
@@ -139,7 +140,7 @@ def export_engines(model_or_checkpoint: SpLIP | str | Path, out_dir: str | Path 
     if "tensorrt" in wanted and precision == "int8":
         raise SpLIPError("--int8 engines are for ONNX Runtime on CPU; TensorRT plans are fp32/fp16: use --format onnx")
     bounds = parity.resolve_thresholds(precision, thresholds)
-    parity.require_onnxruntime()
+    import_onnxruntime()
     model = _resolve_model(model_or_checkpoint)
     report = ExportReport(out_dir=out_dir, precision=precision)
 
@@ -270,7 +271,7 @@ def _versions() -> dict[str, str]:
     import open_clip
     import torch
 
-    ort = parity.require_onnxruntime()
+    ort = import_onnxruntime()
     return {"splip_engine": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
             "onnxruntime": ort.__version__, "open_clip": open_clip.__version__}
 

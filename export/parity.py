@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from splip_engine.errors import SpLIPError
 from splip_engine.model import SpLIP
+from splip_engine.optional import import_onnxruntime
 
 METRICS = {"max_abs_diff": "max", "min_cosine": "min", "top10_agreement": "min"}
 """Each metric and whether its threshold is an upper (`max`) or lower (`min`) bound."""
@@ -57,23 +58,11 @@ def probe_images(image_size: int, n: int = PROBE_SIZE, seed: int = 0) -> np.ndar
     return images.numpy().astype(np.float32)
 
 
-def require_onnxruntime():
-    """Import onnxruntime or fail naming the extra that installs it."""
-    try:
-        import onnxruntime
-    except ImportError as e:
-        raise SpLIPError(
-            "onnxruntime is not installed: export checks every engine with it; "
-            "pip install 'splip-engine[cpu]' (or [gpu])"
-        ) from e
-    return onnxruntime
-
-
 def onnxruntime_embedder(graph, threads: int = 0, spinning: bool = True) -> Embedder:
     """An onnx.ModelProto on ONNX Runtime's CPU provider (all graph optimisations on).
     `spinning=False` makes idle pool threads sleep instead of spin: needed when other engines
     share the cores (benchmarks interleave them), at ~4% batch-1 latency when alone."""
-    ort = require_onnxruntime()
+    ort = import_onnxruntime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads  # 0: ORT's default, one per core
     if not spinning:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from splip_engine.errors import SpLIPError
 
-from .parity import require_onnxruntime
+from splip_engine.optional import import_onnxruntime
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FP16_BLOCKED_OPS = ["LayerNormalization", "Softmax"]
@@ -32,7 +32,7 @@ def _normalisation_nodes(graph) -> list[str]:
 
 def to_fp16(graph):
     """fp16 copy of an fp32 onnx.ModelProto; float32 graph input/output kept."""
-    require_onnxruntime()
+    import_onnxruntime()
     from onnxruntime.transformers.float16 import convert_float_to_float16
     from onnxruntime.transformers.onnx_model import OnnxModel
 
@@ -85,7 +85,7 @@ def _drop_round_trips(graph, fp32_values: set[str]) -> None:
 
 def to_int8(graph):
     """Dynamically quantized (int8 weights) copy of an fp32 onnx.ModelProto."""
-    require_onnxruntime()
+    import_onnxruntime()
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 

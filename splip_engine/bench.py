@@ -75,14 +75,14 @@ def matmul_gflops(threads: int, n: int = 2048, repeats: int = 5) -> dict[str, fl
     import torch
     from onnx import TensorProto
 
-    from splip_engine.export.parity import require_onnxruntime
+    from splip_engine.optional import import_onnxruntime
 
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)
     torch_s = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
 
-    ort = require_onnxruntime()
+    ort = import_onnxruntime()
     spec = [oh.make_tensor_value_info(name, TensorProto.FLOAT, [n, n]) for name in "abc"]
     graph = oh.make_graph([oh.make_node("MatMul", ["a", "b"], ["c"])], "matmul", spec[:2], spec[2:])
     options = ort.SessionOptions()

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from splip_engine.data.folder import ImageSplit
-from splip_engine.data.sampler import fg_pair_key
+from splip_engine.data.pairs import fg_pair_key
 from splip_engine.errors import SpLIPError
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from splip_engine.data.sampler import fg_pair_key
+from splip_engine.data.pairs import fg_pair_key
 from splip_engine.data.splits import load_unseen_classes
 from splip_engine.errors import SpLIPError
 

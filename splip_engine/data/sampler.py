@@ -2,27 +2,13 @@
 negative photo, as index triplets into an ImageSplit's `items("sketch")` / `items("photo")`."""
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from splip_engine.data.folder import ImageSplit
+from splip_engine.data.pairs import fg_pair_key
 from splip_engine.errors import SpLIPError
-
-if TYPE_CHECKING:
-    from splip_engine.data.folder import ImageSplit
-
-_SKETCH_SUFFIX = re.compile(r"-\d+$")
-
-
-def fg_pair_key(path: str | os.PathLike) -> str:
-    """Instance key shared by a sketch and its photo (Sketchy naming): the file stem without a
-    trailing `-<n>`, so `n02691156_10151-1.png` and `n02691156_10151.jpg` both give
-    `n02691156_10151`."""
-    return _SKETCH_SUFFIX.sub("", Path(path).stem)
 
 
 class TripletSampler:

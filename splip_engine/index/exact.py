@@ -47,7 +47,7 @@ class BlockedExactSearch:
     reference, not copied). Thread-safe: ONNX Runtime sessions may run concurrently."""
 
     def __init__(self, gallery: np.ndarray, threads: int = 0):
-        from splip_engine.runtime.ort_backend import import_onnxruntime
+        from splip_engine.optional import import_onnxruntime
 
         ort = import_onnxruntime()
         if gallery.dtype != np.float16 or gallery.ndim != 2:

@@ -35,11 +35,11 @@ from splip_engine.index.kinds import (
     apply_search_params,
     choose_kind,
     create_index,
-    import_faiss,
     resolve_params,
 )
 from splip_engine.index.store import ENGINE_HASH_KEY, Store
 from splip_engine.io_utils import write_text_atomic, write_with_atomic
+from splip_engine.optional import import_faiss
 
 FORMAT_VERSION = 1
 INDEX_FILE = "index.json"

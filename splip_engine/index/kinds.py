@@ -20,6 +20,7 @@ import math
 from typing import Any
 
 from splip_engine.errors import SpLIPError
+from splip_engine.optional import import_faiss
 
 KINDS = ("flat", "ivfpq", "hnsw")
 FLAT_MAX_COUNT = 200_000  # auto: beyond this, exact search costs tens of ms per single query
@@ -36,15 +37,6 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 SEARCH_PARAMS = {"flat": (), "ivfpq": ("nprobe", "k_factor"), "hnsw": ("ef_search",)}
 
 log = logging.getLogger(__name__)
-
-
-def import_faiss():
-    """The faiss module, or a SpLIPError naming the package to install."""
-    try:
-        import faiss
-    except ImportError as e:
-        raise SpLIPError("the gallery index needs FAISS: pip install faiss-cpu (or faiss-gpu)") from e
-    return faiss
 
 
 def _check_kind(kind: str) -> None:

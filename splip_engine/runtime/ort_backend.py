@@ -8,15 +8,8 @@ import numpy as np
 
 from splip_engine.config import MODALITIES
 from splip_engine.errors import SpLIPError
+from splip_engine.optional import import_onnxruntime
 from splip_engine.runtime.base import Encoder
-
-
-def import_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError as e:
-        raise SpLIPError("ONNX Runtime is not installed: pip install 'splip-engine[cpu]' (or [gpu])") from e
-    return onnxruntime
 
 
 class OrtEncoder(Encoder):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from splip_engine.data.folder import SBIRFolder
-from splip_engine.data.sampler import fg_pair_key
+from splip_engine.data.pairs import fg_pair_key
 from splip_engine.errors import SpLIPError
 
 

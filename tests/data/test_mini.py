@@ -11,7 +11,8 @@ from PIL import Image
 from splip_engine.cli import main
 from splip_engine.data.folder import SBIRFolder
 from splip_engine.data.mini import SHAPES, make_mini_dataset
-from splip_engine.data.sampler import TripletSampler, fg_pair_key
+from splip_engine.data.pairs import fg_pair_key
+from splip_engine.data.sampler import TripletSampler
 from splip_engine.errors import SpLIPError
 
 

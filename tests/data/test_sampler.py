@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from splip_engine.data.folder import ImageSplit
-from splip_engine.data.sampler import TripletSampler, fg_pair_key
+from splip_engine.data.pairs import fg_pair_key
+from splip_engine.data.sampler import TripletSampler
 from splip_engine.errors import SpLIPError
 
 

@@ -1,0 +1,26 @@
+"""Optional heavy dependencies, imported where they are used: a missing one is a SpLIPError that
+names the pip extra installing it (STYLE 9), so `import splip_engine` and `--help` work without them."""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from splip_engine.errors import SpLIPError
+
+
+def import_optional(module: str, install: str) -> ModuleType:
+    """`module` imported, or a SpLIPError saying `install` (the pip command that provides it)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise SpLIPError(f"{module} is not installed: {install}") from e
+
+
+def import_onnxruntime() -> ModuleType:
+    """onnxruntime (export checks every engine with it; the runtime's CPU / CUDA backend)."""
+    return import_optional("onnxruntime", "pip install 'splip-engine[cpu]' (or [gpu])")
+
+
+def import_faiss() -> ModuleType:
+    """faiss (the gallery index)."""
+    return import_optional("faiss", "pip install faiss-cpu (or faiss-gpu)")
