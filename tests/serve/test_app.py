@@ -11,7 +11,7 @@ import pytest
 
 from splip_engine.serve import ServeSettings, create_app
 
-from .conftest import GALLERY_SIZE
+from conftest import GALLERY_SIZE
 from .helpers import (
     GatedEncoder,
     make_png,
