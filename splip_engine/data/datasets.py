@@ -10,15 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
 from splip_engine.data.folder import ImageSplit
-from splip_engine.data.images import ImageDecodeError, load_image
+from splip_engine.data.images import ImageDecodeError, ImageSource
 
 log = logging.getLogger(__name__)
 
-Transform = Callable[[Image.Image], torch.Tensor]
+Transform = Callable[[ImageSource], torch.Tensor]  # decodes too: transforms.train_transform / eval_transform
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class _LazyImages(Dataset):
         if key in self.bad_files:
             return self.bad_files[key]
         try:
-            return transform(load_image(path))
+            return transform(path)  # the transform decodes (with the JPEG draft its size allows)
         except ImageDecodeError as e:
             bad = self.bad_files[key] = BadImage(key, str(e))
             log.warning("skipping bad image: %s", bad.message)

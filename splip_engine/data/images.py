@@ -4,6 +4,11 @@ specific ImageDecodeError (ENGINE.md "Bad input gets a clear error").
 Decoding order: header only -> size checks (zero size, decompression bomb) -> decode of the
 first frame -> EXIF orientation -> mode to RGB (transparency composited onto white, CMYK
 converted, 16-bit scaled to 8-bit). PIL's warnings during decoding are logged, not raised.
+
+JPEG draft: given `draft_size`, a JPEG larger than it is decoded in the DCT domain at the
+smallest scale (1/2, 1/4 or 1/8, libjpeg's scaled IDCT) that still covers `draft_size` in both
+dimensions, which skips most of the decoding work (a 2048 x 1536 photo for a 224 px model is
+decoded at 512 x 384). The caller's resize then works from that image (see transforms.preprocess).
 """
 from __future__ import annotations
 
@@ -42,20 +47,23 @@ class ImageDecodeError(SpLIPError):
     """An image could not be read; the message names the source and what is wrong with it."""
 
 
-def load_image(source: ImageSource, *, max_pixels: int | None = None) -> Image.Image:
+def load_image(source: ImageSource, *, max_pixels: int | None = None,
+               draft_size: tuple[int, int] | None = None) -> Image.Image:
     """Decode `source` into an RGB PIL image, upright (EXIF) and opaque (transparency -> white).
 
     `source`: a file path, encoded bytes, a PIL image, or a uint8 array (H, W), (H, W, 3) or
     (H, W, 4). `max_pixels` (default MAX_IMAGE_PIXELS) bounds width x height of encoded images.
+    `draft_size` (w, h): the least size the caller needs; a larger JPEG is decoded at a reduced
+    DCT scale that still covers it (the module docstring). Other formats ignore it.
     Raises ImageDecodeError with a specific message for every kind of bad input.
     """
     limit = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     if isinstance(source, (str, os.PathLike)):
         name = str(source)
-        image = _decode_path(Path(source), limit)
+        image = _decode_path(Path(source), limit, draft_size)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         name = "<bytes>"
-        image = _decode_stream(io.BytesIO(source), name, limit)
+        image = _decode_stream(io.BytesIO(source), name, limit, draft_size)
     elif isinstance(source, Image.Image):
         name = "<PIL image>"
         image = _loaded(source, name)
@@ -70,7 +78,7 @@ def load_image(source: ImageSource, *, max_pixels: int | None = None) -> Image.I
     return _to_rgb(_upright(image, name), name)
 
 
-def _decode_path(path: Path, limit: int) -> Image.Image:
+def _decode_path(path: Path, limit: int, draft_size: tuple[int, int] | None) -> Image.Image:
     """Decode a file after checking it exists, is a file and is not empty (read lazily: the
     size checks see only the header, so a huge file is never read whole)."""
     if not path.exists():
@@ -79,25 +87,26 @@ def _decode_path(path: Path, limit: int) -> Image.Image:
         raise ImageDecodeError(f"{path} is a directory, not an image file")
     try:
         with open(path, "rb") as stream:
-            return _decode_stream(stream, str(path), limit)
+            return _decode_stream(stream, str(path), limit, draft_size)
     except OSError as e:
         raise ImageDecodeError(f"cannot read image file {path}: {e.strerror or e}") from e
 
 
-def _decode_stream(stream: BinaryIO, name: str, limit: int) -> Image.Image:
+def _decode_stream(stream: BinaryIO, name: str, limit: int, draft_size: tuple[int, int] | None) -> Image.Image:
     """Decode with PIL's warnings captured and logged: they neither leak nor (under -W error)
     turn a readable image into an exception, whatever the caller's warning filters are."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        image = _decode_checked(stream, name, limit)
+        image = _decode_checked(stream, name, limit, draft_size)
     for warning in caught:
         if not issubclass(warning.category, Image.DecompressionBombWarning):  # our own limit decides
             log.warning("%s: %s", name, warning.message)
     return image
 
 
-def _decode_checked(stream: BinaryIO, name: str, limit: int) -> Image.Image:
-    """Open the header, refuse zero-size and over-limit images, then decode the first frame."""
+def _decode_checked(stream: BinaryIO, name: str, limit: int, draft_size: tuple[int, int] | None) -> Image.Image:
+    """Open the header, refuse zero-size and over-limit images, then decode the first frame
+    (a JPEG at the DCT scale `draft_size` allows)."""
     head = stream.read(1024)
     if not head:
         raise ImageDecodeError(f"{name} is empty (0 bytes), not an image")
@@ -119,6 +128,8 @@ def _decode_checked(stream: BinaryIO, name: str, limit: int) -> Image.Image:
             "(decompression-bomb guard); pass max_pixels= or raise "
             "splip_engine.data.images.MAX_IMAGE_PIXELS if the image is genuine"
         )
+    if draft_size is not None and image.format == "JPEG":
+        image.draft(None, draft_size)  # mode kept; size >= draft_size in both dimensions
     return _loaded(image, name)
 
 

@@ -4,6 +4,12 @@ ONNX / TensorRT runtime, so that every path feeds the encoder the same numbers (
 Sketches: pad to a square with white, then resize (`pad_square_white`). Photos: resize the
 shorter side, then centre-crop (`resize_center_crop`, open_clip's eval transform). Both resize
 with PIL bicubic, then scale to 0..1 and normalise with the CLIP mean/std in float32.
+
+Two steps, so batch jobs can decode in worker processes and ship 1 byte per pixel instead of 4:
+`preprocess_uint8` (decode -- a JPEG larger than the model needs in the DCT domain, see
+images.load_image's `draft_size` -- then the geometry; (S, S, 3) uint8) and `normalise_batch`
+((N, S, S, 3) uint8 -> (N, 3, S, S) float32). `preprocess` is the two in one; every entry point
+(training, evaluation, `embed`, serving) goes through them, so the numbers never depend on it.
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ class PreprocessSpec:
     image_size: int = 224
     mean: tuple[float, float, float] = OPENAI_DATASET_MEAN
     std: tuple[float, float, float] = OPENAI_DATASET_STD
+    jpeg_draft: bool = True  # decode JPEGs at the DCT scale the image size needs (benchmarks/RESULTS.md)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -47,6 +54,13 @@ class PreprocessSpec:
                 raise ValueError(f"PreprocessSpec.{name}={getattr(self, name)!r}: needs 3 values (R, G, B)")
         if min(self.std) <= 0:
             raise ValueError(f"PreprocessSpec.std={self.std!r}: every value must be > 0")
+        if not isinstance(self.jpeg_draft, bool):
+            raise ValueError(f"PreprocessSpec.jpeg_draft={self.jpeg_draft!r}: must be True or False")
+
+    @property
+    def draft_size(self) -> tuple[int, int] | None:
+        """The least decoded size either geometry needs (its shorter side >= image_size), or None."""
+        return (self.image_size, self.image_size) if self.jpeg_draft else None
 
     @classmethod
     def for_model(cls, model: Any) -> PreprocessSpec:
@@ -57,7 +71,7 @@ class PreprocessSpec:
     def to_dict(self) -> dict[str, Any]:
         """JSON form for manifests, with the per-modality modes."""
         return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std),
-                "modes": dict(PREPROCESS_MODES)}
+                "jpeg_draft": self.jpeg_draft, "modes": dict(PREPROCESS_MODES)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PreprocessSpec:
@@ -72,8 +86,44 @@ class PreprocessSpec:
 
 def preprocess(image: ImageSource, modality: str, spec: PreprocessSpec) -> np.ndarray:
     """Encoder input for one image (any `load_image` source): (3, S, S) float32, normalised."""
+    return normalise_batch(preprocess_uint8(image, modality, spec)[None], spec)[0]
+
+
+def preprocess_uint8(image: ImageSource, modality: str, spec: PreprocessSpec) -> np.ndarray:
+    """Decode (JPEG draft when `spec.jpeg_draft`) and apply the modality's geometry: (S, S, 3) uint8."""
     geometry = _geometry(modality)
-    return _normalise(geometry(load_image(image), spec.image_size), spec)
+    return np.asarray(geometry(load_image(image, draft_size=spec.draft_size), spec.image_size))
+
+
+def normalise_batch(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """(N, S, S, 3) uint8 RGB -> (N, 3, S, S) float32: x / 255, minus mean, over std (torchvision's
+    order of float32 operations, so a batch gives exactly the numbers of `preprocess`)."""
+    scaled = pixels.astype(np.float32) / np.float32(255)  # (N, S, S, 3)
+    mean = np.asarray(spec.mean, np.float32)
+    std = np.asarray(spec.std, np.float32)
+    return np.ascontiguousarray(((scaled - mean) / std).transpose(0, 3, 1, 2))  # (N, 3, S, S)
+
+
+def preprocess_batch_uint8(
+    sources: Sequence[ImageSource], modality: str, spec: PreprocessSpec
+) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """`preprocess_uint8` over many images, skipping bad ones instead of raising.
+
+    Returns (images (N_ok, S, S, 3) uint8 in input order without the bad ones,
+    errors [(index in `sources`, message)]).
+    """
+    _geometry(modality)
+    size = spec.image_size
+    images = np.empty((len(sources), size, size, 3), np.uint8)  # (N, S, S, 3)
+    errors: list[tuple[int, str]] = []
+    n_ok = 0
+    for index, source in enumerate(sources):
+        try:
+            images[n_ok] = preprocess_uint8(source, modality, spec)
+            n_ok += 1
+        except ImageDecodeError as e:
+            errors.append((index, str(e)))
+    return images[:n_ok], errors
 
 
 def preprocess_batch(
@@ -84,18 +134,8 @@ def preprocess_batch(
     Returns (images (N_ok, 3, S, S) float32 in input order without the bad ones,
     errors [(index in `sources`, message)]).
     """
-    _geometry(modality)
-    size = spec.image_size
-    images = np.empty((len(sources), 3, size, size), np.float32)  # (N, 3, S, S)
-    errors: list[tuple[int, str]] = []
-    n_ok = 0
-    for index, source in enumerate(sources):
-        try:
-            images[n_ok] = preprocess(source, modality, spec)
-            n_ok += 1
-        except ImageDecodeError as e:
-            errors.append((index, str(e)))
-    return images[:n_ok], errors
+    pixels, errors = preprocess_batch_uint8(sources, modality, spec)
+    return normalise_batch(pixels, spec), errors
 
 
 def eval_transform(modality: str, spec: PreprocessSpec) -> Callable[[Image.Image], torch.Tensor]:
@@ -110,24 +150,25 @@ def train_transform(modality: str, spec: PreprocessSpec) -> Callable[[Image.Imag
 
 
 class _TensorTransform:
-    """PIL RGB image -> normalised torch tensor (3, S, S); a class so DataLoader workers can pickle it."""
+    """Image (any `load_image` source; a path or bytes gets the JPEG draft) -> normalised torch
+    tensor (3, S, S); a class so DataLoader workers can pickle it."""
 
     def __init__(self, modality: str, spec: PreprocessSpec, train: bool):
         self.geometry = _geometry(modality)
         self.spec = spec
         self.train = train
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def __call__(self, image: ImageSource) -> torch.Tensor:
         import torch
 
-        square = self.geometry(image, self.spec.image_size)
+        square = self.geometry(load_image(image, draft_size=self.spec.draft_size), self.spec.image_size)
         if self.train:
             from torchvision import transforms as T
 
             size = self.spec.image_size
             square = T.RandomResizedCrop(size, scale=(0.8, 1.0), interpolation=T.InterpolationMode.BICUBIC)(square)
             square = T.RandomHorizontalFlip()(square)
-        return torch.from_numpy(_normalise(square, self.spec))
+        return torch.from_numpy(normalise_batch(np.asarray(square)[None], self.spec)[0])
 
 
 def _geometry(modality: str) -> Callable[[Image.Image, int], Image.Image]:
@@ -156,17 +197,11 @@ def _resize_center_crop(image: Image.Image, size: int) -> Image.Image:
     new_size = (size, new_long) if width <= height else (new_long, size)
     if new_size != image.size:
         image = image.resize(new_size, Image.BICUBIC)
+    if new_size == (size, size):
+        return image  # square already: the crop would copy it unchanged
     left = int(round((new_size[0] - size) / 2.0))
     top = int(round((new_size[1] - size) / 2.0))
     return image.crop((left, top, left + size, top + size))
 
 
 _GEOMETRIES = {"pad_square_white": _pad_square_white, "resize_center_crop": _resize_center_crop}
-
-
-def _normalise(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
-    """(S, S) RGB image -> (3, S, S) float32: x / 255, minus mean, over std (torchvision's order)."""
-    pixels = np.asarray(image, dtype=np.float32) / np.float32(255)  # (S, S, 3)
-    mean = np.asarray(spec.mean, np.float32)
-    std = np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))  # (3, S, S)
