@@ -31,16 +31,18 @@ class EmbeddedPart:
 
 def embed_part(encoder, split: ImageSplit, modality: str, batch_size: int = 64, workers: int = 0) -> EmbeddedPart:
     """Embed every `modality` image of `split` with `encoder` (an Encoder), skipping bad files."""
-    from splip_engine.runtime.pipeline import iter_pixel_batches
+    from splip_engine.runtime.inputs import InputOptions, file_units
+    from splip_engine.runtime.pipeline import DecodePool
 
     items = [(split.classes[label], str(path)) for path, label in split.items(modality)]  # (class, path)
+    pool = DecodePool(workers, InputOptions(), modality, encoder.spec, batch_size)
     chunks, labels, paths, errors = [], [], [], []
-    for batch in iter_pixel_batches(items, modality, encoder.spec, batch_size, workers=workers):
-        if batch.good:
-            chunks.append(encoder.embed_pixels(batch.pixels, modality))
-        labels += [batch.items[i][0] for i in batch.good]
-        paths += [batch.items[i][1] for i in batch.good]
-        errors += [(batch.items[i][1], reason) for i, reason in batch.errors]
+    for batch in pool.run(file_units(items, modality, size=8 * batch_size)):
+        if batch.ids:
+            chunks.append(encoder.embed_pixels(pool.decoder.normalise(batch.pixels, encoder.spec), modality))
+        labels += batch.ids  # the class names: file units carry them where ids go
+        paths += batch.paths
+        errors += [(e["path"], e["reason"]) for e in batch.errors]
     embeddings = np.concatenate(chunks) if chunks else np.empty((0, encoder.embedding_dim), np.float32)
     return EmbeddedPart(embeddings, np.asarray(labels, dtype=object), paths, errors)
 

@@ -1,27 +1,46 @@
-"""The offline embedding job: inputs -> engine -> store, resumable, with per-phase timings."""
+"""The offline embedding job: input units -> decode workers -> engine -> store; resumable, with a
+progress bar (rate, ETA) and per-phase timings. `StoreSink` is what the local job and the Ray job
+(ray_job.py) both do with rows, so they write the same store."""
 from __future__ import annotations
 
 import logging
+import resource
+import sys
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from splip_engine.runtime.base import Encoder
+from splip_engine.runtime.inputs import Input, InputOptions, Unit, open_input
 
 logger = logging.getLogger(__name__)
+
+PHASES = ("open", "read+decode", "wait", "normalise", "encode", "write", "wall")
+"""Timing keys of EmbedReport: read+decode is CPU seconds summed over the decode workers; wait is
+the time the encoder waited for them (> 0: decoding is the bottleneck)."""
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 @dataclass
 class EmbedReport:
-    """What one `embed` run did. Times are seconds; decode is summed over worker processes."""
+    """What one `embed` run did. `total_inputs` is None when the input's size is not known up front."""
 
     store: str
-    total_inputs: int
+    total_inputs: int | None
     already_done: int
     embedded: int = 0
     failed: int = 0
-    timings: dict[str, float] = field(default_factory=lambda: {"decode+preprocess": 0.0, "encode": 0.0,
-                                                               "write": 0.0, "wall": 0.0})
+    units_skipped: int = 0  # units a previous run had read whole: not read again
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    peak_rss_mb: float = 0.0
 
     @property
     def images_per_s(self) -> float:
@@ -34,54 +53,136 @@ def engine_info(encoder: Encoder) -> dict:
             "precision": encoder.manifest.get("precision"), "image_size": encoder.image_size}
 
 
-def pending_items(items: list[tuple[str, str]], writer) -> list[tuple[str, str]]:
-    """The (id, path) pairs the store neither holds nor lists as failed (a re-run resumes where it
-    stopped; failed inputs are retried only with a fresh store)."""
-    done, failed = writer.done_ids(), writer.error_paths()
-    return [(i, p) for i, p in items if i not in done and p not in failed]
+class StoreSink:
+    """Rows into a StoreWriter the way every embedding job does it: units read whole by an earlier
+    run are skipped unread; in a unit the killed run had started, rows already stored are dropped
+    silently (a resume); anywhere else a stored id is a duplicate record, listed as an error."""
+
+    def __init__(self, writer, report: EmbedReport):
+        self.writer, self.report = writer, report
+        self._resumed: set[str] = set()  # keys of units that were "partial" when this run reached them
+
+    def units_to_read(self, units: Iterable[Unit]) -> Iterator[Unit]:
+        """`units` without the done ones (counted in the report)."""
+        from splip_engine.index.store import UNIT_DONE, UNIT_PARTIAL
+
+        for unit in units:
+            state = self.writer.unit_state(unit.key) if unit.key else None
+            if state == UNIT_DONE:
+                self.report.units_skipped += 1
+                continue
+            if state == UNIT_PARTIAL:
+                self._resumed.add(unit.key)
+            yield unit
+
+    def select(self, unit_key: str | None, ids: Sequence[str], paths: Sequence[str],
+               keys: Sequence[str | None]) -> tuple[list[int], list[dict[str, str]]]:
+        """(positions of the rows to embed, duplicate errors): see the class docstring."""
+        keep, duplicates, batch = [], [], set()
+        for i, id_ in enumerate(ids):
+            if not self.writer.has_row(id_) and id_ not in batch:
+                keep.append(i)
+                batch.add(id_)
+            elif unit_key is None or unit_key not in self._resumed or id_ in batch:
+                duplicates.append({"id": id_, "path": paths[i], "key": keys[i] or "",
+                                   "reason": f"id {id_!r} is already stored from another record of the input; "
+                                             f"this one ({paths[i]} {keys[i] or ''}) is skipped: ids must be unique"})
+        return keep, duplicates
+
+    def store(self, unit_key: str | None, embeddings: np.ndarray, ids: list[str], paths: list[str],
+              metadata: dict[str, list], errors: list[dict[str, str]], last: bool) -> None:
+        """Add the embedded rows (n, D) and the errors; after a unit's last batch, mark it done."""
+        if ids:
+            self.writer.add(embeddings, ids, paths, metadata=metadata, unit=unit_key)
+        before = self.writer.error_count
+        self.writer.add_errors(errors)
+        self.report.embedded += len(ids)
+        self.report.failed += self.writer.error_count - before
+        if last and unit_key is not None:
+            self.writer.finish_unit(unit_key)
 
 
-def write_rows(writer, embeddings, good: list[tuple[str, str]], errors: list[tuple[str, str]]) -> None:
-    """Append the embedded (id, path) rows and the failed (path, reason) pairs to the store."""
-    if good:
-        writer.add(embeddings, [i for i, _ in good], [p for _, p in good])
-    if errors:
-        writer.add_errors(errors)
+class _Progress:
+    """tqdm over images with rate and ETA; when the input's size is unknown (tar shards without
+    img2dataset's stats files) the total is estimated from the units read so far."""
+
+    def __init__(self, total: int | None, units: int | None, desc: str, disable: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="img", desc=desc, disable=disable, smoothing=0.05)
+        self.estimate, self.units, self.units_done, self.seen = total is None and units, units, 0, 0
+
+    def update(self, records: int, unit_done: bool) -> None:
+        self.seen += records
+        self.units_done += unit_done
+        if self.estimate and unit_done:
+            self.bar.total = round(self.seen / self.units_done * self.units)
+        self.bar.update(records)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def open_job(source: str | Path, kind: str, options: InputOptions | None, writer, report: EmbedReport,
+             sink: StoreSink) -> tuple[Input, Iterable[Unit], int | None, int | None]:
+    """(the input, its units still to read, records to go where known, units to go where known)."""
+    resolved = open_input(source, kind, options)
+    count = resolved.count()
+    report.total_inputs = count
+    report.already_done = writer.count + writer.error_count
+    units: Iterable[Unit] = sink.units_to_read(resolved.units(writer.is_done))
+    n_units = None
+    if resolved.kind in ("tar", "parquet-bytes", "ndjson"):  # one unit per file / row group: few, list them
+        units = list(units)
+        n_units = len(units)
+    todo = None if count is None else max(count - report.already_done, 0)
+    return resolved, units, todo, n_units
 
 
 def run_embed(encoder: Encoder, source: str | Path, out: str | Path, modality: str = "photo",
-              batch_size: int = 64, workers: int = 2, shard_size: int = 4096,
-              progress: bool = True) -> EmbedReport:
-    """Embed every image of `source` (dir / file list / parquet) into the store `out`.
+              batch_size: int = 64, workers: int | None = None, shard_size: int | None = None,
+              progress: bool = True, kind: str = "auto", options: InputOptions | None = None,
+              retry_errors: bool = False, decoder=None) -> EmbedReport:
+    """Embed every image of `source` (any input kind, see runtime/inputs.py) into the store `out`.
 
-    Bad inputs are skipped and listed in the store's errors file; a re-run after a crash embeds
-    only what is missing, so every good input ends up exactly once in the store.
+    `workers` decode processes (default: one per core, 0 = in this process) read whole units;
+    `decoder` is a pipeline.BatchDecoder (default: CPU). Bad inputs are skipped and listed in the
+    store's errors file; a re-run after a crash reads only what is missing, so every good input
+    ends up exactly once in the store.
     """
-    from tqdm import tqdm
-
-    from splip_engine.index.store import StoreWriter
-    from splip_engine.runtime.inputs import resolve_inputs
-    from splip_engine.runtime.pipeline import iter_pixel_batches
+    from splip_engine.index.store import DEFAULT_SHARD_SIZE, StoreWriter
+    from splip_engine.runtime.pipeline import DecodePool, default_workers
 
     start = time.perf_counter()
-    items = resolve_inputs(source)
+    report = EmbedReport(store=str(out), total_inputs=None, already_done=0)
+    timings = report.timings
     with StoreWriter(out, dim=encoder.embedding_dim, modality=modality, engine_info=engine_info(encoder),
-                     shard_size=shard_size) as writer:
-        todo = pending_items(items, writer)
-        report = EmbedReport(store=str(out), total_inputs=len(items), already_done=len(items) - len(todo))
-        # closed on an error too, so the CLI's error line starts on a line of its own
-        with tqdm(total=len(todo), unit="img", desc=f"embed {modality}", disable=not progress) as bar:
-            for batch in iter_pixel_batches(todo, modality, encoder.spec, batch_size, workers=workers):
-                report.timings["decode+preprocess"] += batch.decode_s
+                     shard_size=shard_size or DEFAULT_SHARD_SIZE, retry_errors=retry_errors) as writer:
+        sink = StoreSink(writer, report)
+        resolved, units, todo, n_units = open_job(source, kind, options, writer, report, sink)
+        timings["open"] = time.perf_counter() - start
+        pool = DecodePool(default_workers() if workers is None else workers, resolved.options, modality,
+                          encoder.spec, batch_size, decoder)
+        bar = _Progress(todo, n_units, f"embed {modality}", disable=not progress)
+        try:  # closed on an error too, so the CLI's error line starts on a line of its own
+            for batch in pool.run(units):
+                timings["read+decode"] += batch.decode_s
                 t0 = time.perf_counter()
-                embeddings = encoder.embed_pixels(batch.pixels, modality)
+                keep, duplicates = sink.select(batch.unit_key, batch.ids, batch.paths, batch.metadata["key"])
+                pixels = pool.decoder.normalise(batch.pixels[keep], encoder.spec)  # (n, 3, S, S) float32
                 t1 = time.perf_counter()
-                good = [batch.items[i] for i in batch.good]
-                write_rows(writer, embeddings, good, [(batch.items[i][1], reason) for i, reason in batch.errors])
-                report.timings["encode"] += t1 - t0
-                report.timings["write"] += time.perf_counter() - t1
-                report.embedded += len(good)
-                report.failed += len(batch.errors)
-                bar.update(len(batch.items))
-    report.timings["wall"] = time.perf_counter() - start
+                embeddings = encoder.embed_pixels(pixels, modality) if keep else None
+                t2 = time.perf_counter()
+                sink.store(batch.unit_key, embeddings, [batch.ids[i] for i in keep], [batch.paths[i] for i in keep],
+                           {name: [values[i] for i in keep] for name, values in batch.metadata.items()},
+                           batch.errors + duplicates, batch.last)
+                timings["normalise"] += t1 - t0
+                timings["encode"] += t2 - t1
+                timings["write"] += time.perf_counter() - t2
+                bar.update(len(batch.ids) + len(batch.errors), batch.last)
+        finally:
+            bar.close()
+            timings["wait"] = pool.wait_s
+    timings["wall"] = time.perf_counter() - start
+    report.peak_rss_mb = peak_rss_mb()
     return report
