@@ -332,6 +332,7 @@ class StoreWriter:
             self._info["counts"]["errors"] = 0
             self._info["units"] = dict.fromkeys(self._info["units"], UNIT_PARTIAL)
             self._error_ids = set()
+            write_text_atomic(self.path / STORE_FILE, json.dumps(self._info, indent=1))  # dropped from now on
         else:
             self._error_ids = {e["id"] for e in store.errors()}
         self._remove_leftovers()

@@ -9,6 +9,7 @@ knows when a unit is complete although Ray may deliver its rows in any order.
 """
 from __future__ import annotations
 
+import json
 import pickle
 import time
 from collections import Counter, defaultdict
@@ -28,7 +29,9 @@ from splip_engine.runtime.embed_job import (
 from splip_engine.runtime.inputs import InputOptions, Unit
 from splip_engine.runtime.pipeline import METADATA_FIELDS, BatchDecoder, decode_unit
 
-_STRING_COLUMNS = ("unit", "unit_key", "id", "path", *METADATA_FIELDS, "error")
+_STRING_COLUMNS = ("unit", "unit_key", "id", "path", "metadata", "error")
+"""Columns of the Ray rows besides pixels / end / embedding; `metadata` is the JSON list of the
+METADATA_FIELDS values (strings or null), so Arrow never has to guess the type of an all-null column."""
 
 
 def _rows(unit: Unit, ids, paths, metadata, pixels: np.ndarray, errors: list[str], end: int) -> dict:
@@ -38,9 +41,9 @@ def _rows(unit: Unit, ids, paths, metadata, pixels: np.ndarray, errors: list[str
     batch = {"unit": np.array([unit.name] * n, dtype=object), "unit_key": np.array([unit.key or ""] * n, dtype=object),
              "id": np.array(ids, dtype=object),
              "path": np.array(paths, dtype=object), "error": np.array(errors, dtype=object),
-             "pixels": pixels, "end": np.full(n, -1, np.int64)}
-    for name in METADATA_FIELDS:
-        batch[name] = np.array(metadata[name], dtype=object)
+             "pixels": pixels, "end": np.full(n, -1, np.int64),
+             "metadata": np.array([json.dumps(row) for row in zip(*(metadata[name] for name in METADATA_FIELDS))]
+                                  if n else [], dtype=object)}
     if end >= 0:
         batch["end"][-1] = end
     return batch
@@ -105,10 +108,11 @@ def _store_batch(sink: StoreSink, batch: dict[str, np.ndarray], expected: dict, 
         bad = [i for i in data if batch["error"][i]]
         good = [i for i in data if not batch["error"][i]]
         ids, paths = [str(batch["id"][i]) for i in good], [str(batch["path"][i]) for i in good]
-        metadata = {name: [batch[name][i] for i in good] for name in METADATA_FIELDS}
+        values = [json.loads(batch["metadata"][i]) for i in good]
+        metadata = {name: [row[n] for row in values] for n, name in enumerate(METADATA_FIELDS)}
         keep, duplicates = sink.select(key, ids, paths, metadata["key"])
-        errors = [{"id": str(batch["id"][i]), "path": str(batch["path"][i]), "key": str(batch["key"][i] or ""),
-                   "reason": str(batch["error"][i])} for i in bad]
+        errors = [{"id": str(batch["id"][i]), "path": str(batch["path"][i]),
+                   "key": json.loads(batch["metadata"][i])[0] or "", "reason": str(batch["error"][i])} for i in bad]
         done = unit in expected and received[unit] == expected[unit]
         sink.store(key, batch["embedding"][good][keep], [ids[i] for i in keep], [paths[i] for i in keep],
                    {name: [values[i] for i in keep] for name, values in metadata.items()}, errors + duplicates,
@@ -149,7 +153,7 @@ def run_embed_ray(engine_dir: str | Path, source: str | Path, out: str | Path, m
                 _EncodeActor,
                 fn_constructor_kwargs={"engine_dir": str(engine_dir), "backend": backend, "device": device,
                                        "modality": modality},
-                batch_size=batch_size, concurrency=num_actors, batch_format="numpy",
+                batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=num_actors), batch_format="numpy",
                 num_gpus=1 if device == "cuda" else 0,
             )
             expected: dict[str, int] = {}

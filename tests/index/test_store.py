@@ -28,15 +28,14 @@ def _gallery(n: int = N_ROWS):
 
 
 def _run_job(path, emb, ids, paths, **writer_kwargs) -> None:
-    """What `embed` does: skip done ids and failed paths, add batches plus one error per batch."""
+    """What `embed` does: skip stored ids and failed inputs, add batches plus one error per batch."""
     writer = StoreWriter(path, DIM, "photo", ENGINE, shard_size=SHARD, **writer_kwargs)
-    done, failed = writer.done_ids(), writer.error_paths()
     for start in range(0, len(ids), BATCH):
-        todo = [i for i in range(start, min(start + BATCH, len(ids))) if ids[i] not in done]
+        todo = [i for i in range(start, min(start + BATCH, len(ids))) if not writer.is_done(ids[i])]
         if todo:
             writer.add(emb[todo], [ids[i] for i in todo], [paths[i] for i in todo])
         bad = f"/gallery/bad{start}.png"
-        if bad not in failed:
+        if not writer.is_done(bad):
             writer.add_errors([(bad, "cannot identify image file")])
     writer.close()
 
@@ -102,7 +101,7 @@ def test_resume_after_a_crash_at_any_commit_step_loses_and_duplicates_nothing(tm
 
     if (path / "store.json").exists():
         writer = StoreWriter(path, DIM, "photo", ENGINE, shard_size=SHARD)
-        done = writer.done_ids()
+        done = {i for i in ids if writer.has_row(i)}
         writer.close()
         assert done == set(ids[:len(done)]) and len(done) % SHARD == 0  # committed shards only
     _run_job(path, emb, ids, paths)
@@ -151,16 +150,16 @@ def test_errors_are_listed_once_and_not_retried_unless_asked(tmp_path):
     with StoreWriter(path, DIM, "photo", ENGINE, shard_size=SHARD) as writer:
         writer.add(emb[:2], ids[:2], paths[:2])
         writer.add_errors([("/g/a.txt", "not an image"), ("/g/b.png", "truncated"), ("/g/a.txt", "not an image")])
-    assert open_store(path).errors() == [{"path": "/g/a.txt", "reason": "not an image"},
-                                         {"path": "/g/b.png", "reason": "truncated"}]
+    assert open_store(path).errors() == [{"id": "/g/a.txt", "path": "/g/a.txt", "reason": "not an image"},
+                                         {"id": "/g/b.png", "path": "/g/b.png", "reason": "truncated"}]
     with StoreWriter(path, DIM, "photo", ENGINE) as writer:
-        assert writer.error_paths() == {"/g/a.txt", "/g/b.png"}  # a resumed job skips them
+        assert writer.has_error("/g/a.txt") and writer.is_done("/g/b.png")  # a resumed job skips them
         writer.add_errors([("/g/b.png", "truncated")])
     assert len(open_store(path).errors()) == 2
     with StoreWriter(path, DIM, "photo", ENGINE, retry_errors=True) as writer:
-        assert writer.error_paths() == set()
+        assert not writer.has_error("/g/a.txt") and not writer.has_error("/g/b.png")
         writer.add_errors([("/g/b.png", "truncated")])
-    assert open_store(path).errors() == [{"path": "/g/b.png", "reason": "truncated"}]
+    assert open_store(path).errors() == [{"id": "/g/b.png", "path": "/g/b.png", "reason": "truncated"}]
 
 
 @pytest.mark.parametrize("change", [{"dim": 16}, {"engine_info": {"engine_hash": "other"}}, {"modality": "sketch"}])
@@ -221,3 +220,59 @@ def test_a_directory_that_is_not_a_store_is_not_written_into(tmp_path):
     (tmp_path / "photos" / "cat.jpg").write_bytes(b"jpeg")
     with pytest.raises(SpLIPError, match="exists and is not an embedding store"):
         StoreWriter(tmp_path / "photos", DIM, "photo", ENGINE)
+
+
+def test_metadata_columns_round_trip_and_are_read_one_at_a_time(tmp_path):
+    emb, ids, paths = _gallery()
+    captions = [f"caption {i}" if i != "id003" else None for i in ids]
+    with StoreWriter(tmp_path / "s", DIM, "photo", ENGINE, shard_size=SHARD) as writer:
+        writer.add(emb[:5], ids[:5], paths[:5], metadata={"key": ids[:5], "caption": captions[:5]})
+        writer.add(emb[5:], ids[5:], paths[5:])  # no metadata: nulls
+        with pytest.raises(SpLIPError, match=r"metadata columns \['colour'\] are not in"):
+            writer.add(emb[:1], ["x"], ["y"], metadata={"colour": ["red"]})
+    store = open_store(tmp_path / "s")
+    assert store.column("caption").to_pylist() == captions[:5] + [None] * 5
+    assert store.column("key").to_pylist() == ids[:5] + [None] * 5
+    assert store.metadata(["id", "json"]).column_names == ["id", "json"]
+    with pytest.raises(SpLIPError, match="a store has no column 'colour'"):
+        store.column("colour")
+
+
+def test_a_unit_is_done_once_all_its_rows_are_committed_and_partial_before(tmp_path):
+    emb, ids, paths = _gallery()
+    writer = StoreWriter(tmp_path / "s", DIM, "photo", ENGINE, shard_size=SHARD)
+    writer.add(emb[:3], ids[:3], paths[:3], unit="u1")
+    writer.finish_unit("u1")  # its rows are buffered, not committed: not done yet
+    writer.add(emb[3:6], ids[3:6], paths[3:6], unit="u2")  # commits rows 0-3: u1 done, u2 partial
+    assert (writer.unit_state("u1"), writer.unit_state("u2")) == ("done", "partial")
+    writer.finish_unit("u2")
+    writer.add_errors([{"id": "u3/", "path": "/s/u3.tar", "key": "", "reason": "empty"}])
+    writer.finish_unit("u3")  # a unit of errors only
+    writer.close()
+    assert open_store(tmp_path / "s").units == {"u1": "done", "u2": "done", "u3": "done"}
+    with StoreWriter(tmp_path / "s", DIM, "photo", ENGINE, retry_errors=True) as again:
+        assert again.unit_state("u1") == "partial"  # retrying errors reads every unit again
+    assert open_store(tmp_path / "s").errors() == []
+
+
+def test_a_format_1_store_is_read_and_resumed(tmp_path):
+    emb, ids, paths = _gallery()
+    path = tmp_path / "s"
+    with StoreWriter(path, DIM, "photo", ENGINE, shard_size=SHARD) as writer:
+        writer.add(emb[:4], ids[:4], paths[:4])
+        writer.add_errors([("/g/bad.png", "truncated")])
+    import pyarrow.parquet as pq
+
+    meta = path / "shards" / "meta-00000.parquet"
+    pq.write_table(pq.read_table(meta).drop_columns(["key", "caption", "json"]), meta)  # what format 1 wrote
+    info = json.loads((path / "store.json").read_text())
+    del info["units"]
+    (path / "store.json").write_text(json.dumps({**info, "format_version": 1}))
+    (path / "errors.jsonl").write_text(json.dumps({"path": "/g/bad.png", "reason": "truncated"}) + "\n")
+    with StoreWriter(path, DIM, "photo", ENGINE, shard_size=SHARD) as writer:
+        assert writer.has_row(ids[0]) and writer.has_error("/g/bad.png")
+        writer.add(emb[4:], ids[4:], paths[4:], metadata={"key": ids[4:]})
+    store = open_store(path)
+    assert list(store.ids) == ids and store.info["format_version"] == 2
+    assert store.column("key").to_pylist() == [None] * 4 + ids[4:]
+    assert store.errors() == [{"id": "/g/bad.png", "path": "/g/bad.png", "reason": "truncated"}]

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from data.imagefactory import make_gallery
 from splip_engine.cli import main
 from splip_engine.index import GalleryIndex, StoreWriter, open_store, synthetic_embeddings, synthetic_queries
-from splip_engine.runtime.inputs import resolve_inputs
+from splip_engine.runtime.inputs import list_records
 
 from .killpoints import kill_point, run_killed
 
@@ -35,7 +35,7 @@ def _embed_argv(tiny_engine_dir: Path, gallery: Path, out: str) -> list[str]:
 
 def _inputs(gallery: Path, bad: list[str]) -> tuple[dict[str, str], list[str]]:
     """({id: path} of the good inputs, the bad inputs' paths)."""
-    pairs = dict(resolve_inputs(gallery))
+    pairs = {record.id: record.path for record in list_records(gallery)}
     return {i: p for i, p in pairs.items() if i not in bad}, sorted(pairs[i] for i in bad)
 
 
