@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -18,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from splip_engine.runtime.base import Encoder
+from splip_engine.runtime.embed_job import peak_rss_mb  # one helper for every report
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +61,6 @@ def machine_info(threads: int) -> dict[str, Any]:
         cpu = names[0] if names else cpu
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def matmul_gflops(threads: int, n: int = 2048, repeats: int = 5) -> dict[str, float]:

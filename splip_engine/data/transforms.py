@@ -97,11 +97,14 @@ def preprocess_uint8(image: ImageSource, modality: str, spec: PreprocessSpec) ->
 
 def normalise_batch(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """(N, S, S, 3) uint8 RGB -> (N, 3, S, S) float32: x / 255, minus mean, over std (torchvision's
-    order of float32 operations, so a batch gives exactly the numbers of `preprocess`)."""
-    scaled = pixels.astype(np.float32) / np.float32(255)  # (N, S, S, 3)
-    mean = np.asarray(spec.mean, np.float32)
-    std = np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(((scaled - mean) / std).transpose(0, 3, 1, 2))  # (N, 3, S, S)
+    float32 operations in its order, so a batch gives exactly the numbers of `preprocess` and of
+    open_clip's transform), computed in place in the output: one pass per operation."""
+    out = np.empty((pixels.shape[0], 3, *pixels.shape[1:3]), np.float32)  # (N, 3, S, S)
+    np.copyto(out, pixels.transpose(0, 3, 1, 2))  # uint8 -> float32, channels first
+    out /= np.float32(255)
+    out -= np.asarray(spec.mean, np.float32)[:, None, None]
+    out /= np.asarray(spec.std, np.float32)[:, None, None]
+    return out
 
 
 def preprocess_batch_uint8(

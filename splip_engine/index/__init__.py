@@ -1,6 +1,7 @@
 """Retrieval half of the engine: the embedding store and the FAISS gallery index.
 
-- store: StoreWriter / open_store, float16 shards + parquet ids, atomic commits, resumable
+- store: StoreWriter / open_store, float16 shards + parquet ids and metadata, atomic commits, input
+  units read whole, resumable
 - kinds: FAISS index kinds (flat, ivfpq, hnsw), their parameters and the `auto` rule
 - gallery: GalleryIndex (build, build_from_store, search, save, load, check_compatible)
 - exact: blocked-GEMM exact top-k over the float16 gallery (flat search of query batches on CPU)

@@ -189,8 +189,10 @@ class Store:
 
     @functools.cached_property
     def paths(self) -> np.ndarray:
-        """(N,) object array of str: the file each row was read from (an image, a tar shard, ...)."""
-        return self.column("path").to_numpy().astype(object)
+        """(N,) object array of str: the file each row was read from (an image, a tar shard, ...).
+        Rows of one file share one str object (8 bytes a row, not a copy of the path per row)."""
+        encoded = self.column("path").combine_chunks().dictionary_encode()
+        return encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)[encoded.indices.to_numpy()]
 
     def shard_arrays(self) -> Iterator[np.ndarray]:
         """Memory-mapped (n, D) float16 arrays of the shards, in row order."""

@@ -174,3 +174,59 @@ def test_train_transform_keeps_a_white_sketch_white():
     transform = train_transform("sketch", PreprocessSpec(image_size=16))
     out = transform(Image.new("RGB", (10, 30), "white")).numpy()
     np.testing.assert_allclose(out, np.broadcast_to(WHITE, out.shape), atol=1e-6)  # bicubic of a constant
+
+
+def _jpeg(width: int, height: int) -> bytes:
+    return encode(noise_image(width, height, seed=5), "JPEG", quality=90)
+
+
+@pytest.mark.parametrize("size, draft, decoded", [
+    ((256, 256), (32, 32), (32, 32)),    # 1/8: the largest DCT scale libjpeg has
+    ((130, 70), (32, 32), (65, 35)),     # 1/2: the shorter side must stay >= 32
+    ((60, 200), (32, 32), (60, 200)),    # 60 // 32 = 1: no reduction
+])
+def test_a_large_jpeg_is_decoded_at_the_dct_scale_that_still_covers_the_size(size, draft, decoded):
+    from splip_engine.data.images import load_image
+
+    data = _jpeg(*size)
+    assert load_image(data, draft_size=draft).size == decoded
+    assert load_image(data).size == size  # without draft_size: full decode
+    png = encode(noise_image(*size), "PNG")
+    assert load_image(png, draft_size=draft).size == size  # only JPEGs have a DCT domain
+
+
+def test_preprocess_decodes_jpegs_with_the_draft_unless_the_spec_says_not():
+    import dataclasses
+
+    from splip_engine.data.images import load_image
+    from splip_engine.data.transforms import _resize_center_crop, preprocess_uint8
+
+    data, spec = _jpeg(320, 240), PreprocessSpec(image_size=32)
+    drafted = np.asarray(_resize_center_crop(load_image(data, draft_size=(32, 32)), 32))
+    full = np.asarray(_resize_center_crop(load_image(data), 32))
+    assert not np.array_equal(drafted, full)  # the two decodings differ, so the checks below can fail
+    np.testing.assert_array_equal(preprocess_uint8(data, "photo", spec), drafted)
+    np.testing.assert_array_equal(preprocess_uint8(data, "photo", dataclasses.replace(spec, jpeg_draft=False)), full)
+    assert spec.to_dict()["jpeg_draft"] is True
+    old_manifest = {k: v for k, v in spec.to_dict().items() if k != "jpeg_draft"}
+    assert PreprocessSpec.from_dict(old_manifest).jpeg_draft is True
+
+
+def test_training_and_evaluation_transforms_decode_paths_like_preprocess(tmp_path):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(_jpeg(300, 200))
+    spec = PreprocessSpec(image_size=32)
+    np.testing.assert_array_equal(eval_transform("photo", spec)(path).numpy(), preprocess(path, "photo", spec))
+    np.testing.assert_array_equal(eval_transform("photo", spec)(str(path)).numpy(),
+                                  preprocess(path.read_bytes(), "photo", spec))
+
+
+def test_a_batch_is_normalised_exactly_as_single_images():
+    from splip_engine.data.transforms import normalise_batch, preprocess_uint8
+
+    spec = PreprocessSpec(image_size=12)
+    images = [noise_image(20, 14, seed=i) for i in range(5)]
+    batch = normalise_batch(np.stack([preprocess_uint8(image, "photo", spec) for image in images]), spec)
+    assert batch.shape == (5, 3, 12, 12) and batch.dtype == np.float32 and batch.flags["C_CONTIGUOUS"]
+    for row, image in zip(batch, images, strict=True):
+        np.testing.assert_array_equal(row, preprocess(image, "photo", spec))

@@ -258,3 +258,12 @@ def test_auto_is_flat_up_to_the_limit_then_ivfpq_within_the_memory_budget():
     assert choose_kind(IVF_MIN_COUNT - 1, 512, memory_budget_bytes=1)[0] == "flat"  # too few to train IVF
     with pytest.raises(SpLIPError, match="raise --memory-budget"):
         choose_kind(1_000_000, 512, memory_budget_bytes=1 << 20)
+
+
+def test_path_of_finds_every_id_by_binary_search_and_none_for_others():
+    ids = [f"{shard:05d}/{key:09d}" for shard in (3, 1, 2) for key in (7, 2, 9)]  # not sorted
+    paths = [f"/shards/{i.split('/')[0]}.tar" for i in ids]
+    emb = np.eye(len(ids), 16, dtype=np.float32)
+    index = GalleryIndex.build(emb, ids, "flat", paths=paths)
+    assert [index.path_of(i) for i in ids] == paths
+    assert index.path_of("00004/000000007") is None and index.path_of("") is None and index.path_of("zzz") is None
