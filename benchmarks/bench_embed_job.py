@@ -4,7 +4,7 @@ search, against bare decoding and the bare encoder measured in the same run, plu
 
     python benchmarks/shard_data.py --out /tmp/splip-1m --images 1000000 --shards 200 --size 64
     flock -x /tmp/splip-cpu.lock python benchmarks/bench_embed_job.py --shards /tmp/splip-1m \\
-        --work /tmp/splip-1m-work --phases bare,job,index --out benchmarks/results/embed_1m.json
+        --work /tmp/splip-1m-work --phases bare,configs,job,index --out benchmarks/results/embed_1m.json
     flock -x /tmp/splip-cpu.lock python benchmarks/bench_embed_job.py --shards /tmp/splip-1m \\
         --work /tmp/splip-1m-work --phases kill --out benchmarks/results/embed_1m_kill.json
 
@@ -12,6 +12,8 @@ Phases:
 - bare: decoding alone (the job's DecodePool over `--sample-shards` shards, 1 worker and one per
   core) and the encoder alone (`embed_pixels` on those decoded pixels, ORT with 1 thread and with
   one per core), and the bound for any schedule of both on these cores, 1 / (1/decode + 1/encode).
+- configs: the job on the sample shards with 1 / one-per-core decode workers x 1 / one-per-core
+  encoder threads, to choose how the cores are split.
 - job: the CLI over every shard, as a subprocess: wall time, img/s, the CLI's phase times, peak
   RSS of the job process and peak PSS of it with its decode workers (sampled every 0.5 s).
 - index: `splip-engine index` on that store (a subprocess: build time, peak RSS), then loading it
@@ -19,7 +21,13 @@ Phases:
   queries and single queries (p50), exact flat and the built index, and recall@100 vs exact.
 - kill: the job again into a new store, SIGKILLed once ~50% of the rows are committed, then
   re-run: resume time, units skipped, and every record exactly once.
-The engine is the tiny SpLIP (32 px, D = 64, random weights) unless `--engine` names another.
+The engine is the tiny SpLIP (32 px, D = 64, random weights) unless `--clip-model` / `--engine`
+say otherwise; the ViT-B-32 run:
+
+    python benchmarks/shard_data.py --out /tmp/splip-10k --images 10000 --shards 10 --size 512
+    flock -x /tmp/splip-cpu.lock python benchmarks/bench_embed_job.py --shards /tmp/splip-10k \
+        --work /tmp/splip-10k-work --clip-model ViT-B-32 --batch-size 32 --sample-shards 2 \
+        --phases bare,job --out benchmarks/results/embed_vitb32_10k.json
 """
 from __future__ import annotations
 
@@ -39,25 +47,48 @@ import numpy as np
 CLI = [sys.executable, "-m", "splip_engine"]
 
 
-def tiny_engine(directory: Path) -> Path:
-    """The tiny SpLIP exported once into `directory`."""
+def export_engine(clip_model: str, directory: Path) -> Path:
+    """SpLIP on `clip_model` (random weights), exported once (fp32 ONNX) into `directory`."""
     if not (directory / "manifest.json").is_file():
         from splip_engine import SpLIPConfig, build_model
         from splip_engine.export import exporter
 
-        model = build_model(SpLIPConfig(clip_model="tiny", pretrained="")).eval()
+        model = build_model(SpLIPConfig(clip_model=clip_model, pretrained="")).eval()
         if not exporter.export_engines(model, directory):
-            raise SystemExit(f"export of the tiny engine into {directory} failed")
+            raise SystemExit(f"export of the {clip_model} engine into {directory} failed")
     return directory
 
 
+def _proc_kib(pid: int, file: str, field: str) -> int:
+    """A `field:  N kB` value of /proc/PID/FILE (Linux), 0 when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/{file}") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+    except (OSError, StopIteration, ValueError):
+        return 0
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant of `pid` (from /proc/PID/task/*/children)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found + [g for c in found for g in _children(c)]
+
+
+def rss_mib(pid: int | str = "self") -> float:
+    return _proc_kib(pid, "status", "VmRSS") / 1024
+
+
 class TreeMemory:
-    """Samples a process and its children every `period` s: peak RSS of the process, peak PSS of the tree."""
+    """Samples a process and its children every `period` s: peak RSS of the process, and peak PSS
+    (shared pages split between the processes sharing them) of the process with its children."""
 
     def __init__(self, pid: int, period: float = 0.5):
-        import psutil
-
-        self.process, self.period = psutil.Process(pid), period
+        self.pid, self.period = pid, period
         self.peak_rss = self.peak_tree_pss = 0.0
         self.samples: list[tuple[float, float]] = []  # (seconds, main RSS MiB)
         self._stop = threading.Event()
@@ -66,15 +97,12 @@ class TreeMemory:
         self._thread.start()
 
     def _run(self) -> None:
-        import psutil
-
         while not self._stop.is_set():
-            try:
-                rss = self.process.memory_info().rss / 2**20
-                pss = sum(p.memory_full_info().pss for p in [self.process, *self.process.children(recursive=True)])
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            rss = rss_mib(self.pid)
+            if not rss:
                 break
-            self.peak_rss, self.peak_tree_pss = max(self.peak_rss, rss), max(self.peak_tree_pss, pss / 2**20)
+            pss = sum(_proc_kib(p, "smaps_rollup", "Pss") for p in [self.pid, *_children(self.pid)]) / 1024
+            self.peak_rss, self.peak_tree_pss = max(self.peak_rss, rss), max(self.peak_tree_pss, pss)
             self.samples.append((time.perf_counter() - self._start, rss))
             self._stop.wait(self.period)
 
@@ -88,25 +116,33 @@ class TreeMemory:
 def run_cli(args: list[str], kill_when=None, store: Path | None = None) -> dict:
     """Run `splip-engine ARGS`; returns wall time, memory and its stdout. `kill_when(store.json)`:
     SIGKILL it once that holds."""
+    import tempfile
+
     start = time.perf_counter()
-    proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    memory = TreeMemory(proc.pid)
-    killed = False
-    if kill_when is not None:
-        while proc.poll() is None:
-            try:
-                if kill_when(json.loads((store / "store.json").read_text())):
-                    os.kill(proc.pid, signal.SIGKILL)
-                    killed = True
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.2)
-    out, _ = proc.communicate()
+    with tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=stderr, text=True)
+        memory = TreeMemory(proc.pid)
+        killed = False
+        try:
+            while kill_when is not None and proc.poll() is None:
+                try:
+                    if kill_when(json.loads((store / "store.json").read_text())):
+                        os.kill(proc.pid, signal.SIGKILL)
+                        killed = True
+                        break
+                except (OSError, ValueError):
+                    pass
+                time.sleep(0.2)
+            out, _ = proc.communicate()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        stderr.seek(0)
+        tail = stderr.read()[-2000:]
     result = {"wall_s": time.perf_counter() - start, "returncode": proc.returncode, "killed": killed,
               "stdout": out.strip().splitlines(), **memory.stop()}
     if proc.returncode != 0 and not killed:
-        raise SystemExit(f"splip-engine {' '.join(args)} failed ({proc.returncode}):\n{out}")
+        raise SystemExit(f"splip-engine {' '.join(args)} failed ({proc.returncode}):\n{out}\n{tail}")
     return result
 
 
@@ -127,7 +163,7 @@ def bare(shards: Path, engine: Path, sample: int, batch: int) -> dict:
         start, count = time.perf_counter(), 0
         for decoded in pool.run(units if workers > 1 else units[: max(1, len(units) // 2)]):
             count += len(decoded.ids)
-            if len(pixels) < 64:
+            if sum(map(len, pixels)) < 512:  # real photos for the encoder timing
                 pixels.append(decoded.pixels)
         out[f"decode_{workers}_workers_img_per_s"] = count / (time.perf_counter() - start)
     sample_pixels = pool.decoder.normalise(np.concatenate(pixels), spec)  # (n, 3, S, S) float32 of real photos
@@ -147,6 +183,31 @@ def bare(shards: Path, engine: Path, sample: int, batch: int) -> dict:
     return out
 
 
+def configs(shards: Path, engine: Path, sample: int, batch: int) -> list[dict]:
+    """The job (in this process, on `sample` shards) with 1 or one-per-core decode workers and 1
+    or one-per-core encoder threads: which split of the cores goes fastest."""
+    import tempfile
+
+    from splip_engine.runtime.embed_job import run_embed
+    from splip_engine.runtime.inputs import open_input
+    from splip_engine.runtime.loader import load_engine
+    from splip_engine.runtime.pipeline import default_workers
+
+    names = [Path(f).name for f in open_input(shards).files[:sample]]
+    source = f"{shards}/{{{names[0][:-4]}..{names[-1][:-4]}}}.tar"
+    rows = []
+    for workers in sorted({1, default_workers()}):
+        for threads in sorted({1, 0}):
+            with tempfile.TemporaryDirectory(dir=shards.parent) as tmp, \
+                    load_engine(engine, backend="onnxruntime", batch_size=batch, threads=threads) as encoder:
+                report = run_embed(encoder, source, Path(tmp) / "store", batch_size=batch, workers=workers,
+                                   progress=False)
+            rows.append({"workers": workers, "threads": threads or "all", "img_per_s": report.images_per_s,
+                         "timings": report.timings})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def index_and_search(store: Path, index_dir: Path, k: int = 100) -> dict:
     """`splip-engine index`, then load + search as `serve` does."""
     shutil.rmtree(index_dir, ignore_errors=True)
@@ -158,13 +219,9 @@ def index_and_search(store: Path, index_dir: Path, k: int = 100) -> dict:
 
 def probe_index(index_dir: Path, store_dir: Path, k: int) -> dict:
     """In a fresh process: RSS after loading the index, after path_of, search latencies, recall."""
-    import psutil
-
     from splip_engine.index import GalleryIndex, open_store
 
-    def rss() -> float:
-        return psutil.Process().memory_info().rss / 2**20
-
+    rss = rss_mib
     before = rss()
     start = time.perf_counter()
     index = GalleryIndex.load(index_dir)
@@ -191,8 +248,7 @@ def probe_index(index_dir: Path, store_dir: Path, k: int) -> dict:
             searched.search(query[None], k)
             single.append(1e3 * (time.perf_counter() - t0))
         out[name] = {"batch64_ms": batch_ms, "single_p50_ms": float(np.median(single)), "ids": ids}
-    truth = out["exact_flat"].pop("ids")
-    found = out[index.kind].pop("ids") if index.kind != "flat" else truth
+    truth, found = out["exact_flat"].pop("ids"), out[index.kind].pop("ids")
     out[f"recall_at_{k}"] = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(truth, found)]))
     return out
 
@@ -212,11 +268,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shards", type=Path)
     parser.add_argument("--work", type=Path)
-    parser.add_argument("--engine", type=Path)
+    parser.add_argument("--engine", type=Path, help="an engine dir [default: --clip-model exported into --work]")
+    parser.add_argument("--clip-model", default="tiny", help="model of the default engine (tiny, ViT-B-32)")
     parser.add_argument("--phases", default="bare,job,index,kill")
     parser.add_argument("--sample-shards", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="encoder threads of the job (CLI default: 0)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--probe-index", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
@@ -226,7 +284,7 @@ def main() -> None:
         print(json.dumps(probe_index(args.probe_index, args.store, args.k)))
         return
     args.work.mkdir(parents=True, exist_ok=True)
-    engine = args.engine or tiny_engine(args.work / "engine-tiny")
+    engine = args.engine or export_engine(args.clip_model, args.work / f"engine-{args.clip_model}")
     results: dict = json.loads(args.out.read_text()) if args.out and args.out.is_file() else {}
     results.update({"shards": str(args.shards), "engine": str(engine), "cpu_count": os.cpu_count(),
                     "batch_size": args.batch_size})
@@ -234,10 +292,14 @@ def main() -> None:
              "--backend", "onnxruntime", "--device", "cpu"]
     if args.workers is not None:
         embed += ["--workers", str(args.workers)]
+    if args.threads is not None:
+        embed += ["--threads", str(args.threads)]
     phases = args.phases.split(",")
     if "bare" in phases:
         results["bare"] = bare(args.shards, engine, args.sample_shards, args.batch_size)
         print(json.dumps({"bare": results["bare"]}), flush=True)
+    if "configs" in phases:
+        results["configs"] = configs(args.shards, engine, args.sample_shards, args.batch_size)
     store = args.work / "store"
     if "job" in phases:
         shutil.rmtree(store, ignore_errors=True)

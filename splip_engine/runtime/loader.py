@@ -56,9 +56,10 @@ def _check_runtime_fields(path: Path, manifest: dict) -> None:
 
 
 def load_engine(path: str | Path, backend: str = "auto", device: str = "auto", batch_size: int = 32,
-                verify: bool = True) -> Encoder:
+                verify: bool = True, threads: int = 0) -> Encoder:
     """Open `path` -- an engine dir from `splip-engine export`, or a SpLIP checkpoint dir (torch
-    backend only) -- and return an Encoder. The manifest's format and files' sha256 are checked."""
+    backend only) -- and return an Encoder. The manifest's format and files' sha256 are checked.
+    `threads`: ONNX Runtime's intra-op threads (0 = one per core), e.g. to leave cores to decoding."""
     from splip_engine.checkpoint import CONFIG_FILE, load_checkpoint
 
     path = Path(path)
@@ -93,7 +94,7 @@ def load_engine(path: str | Path, backend: str = "auto", device: str = "auto", b
     if backend == "onnxruntime":
         from splip_engine.runtime.ort_backend import OrtEncoder
 
-        return OrtEncoder(path, manifest, device=device, batch_size=batch_size)
+        return OrtEncoder(path, manifest, device=device, batch_size=batch_size, threads=threads)
     from splip_engine.runtime.tensorrt_backend import TensorRTEncoder
 
     if device != "cuda":
