@@ -81,3 +81,12 @@ def quickdraw_line(strokes: list[Polyline], key_id: str = "5147947173937152", ra
     record = {"word": "house", "countrycode": "DE", "timestamp": "2017-03-01 12:00:00.0", "recognized": True,
               "key_id": key_id, "drawing": drawing}
     return json.dumps(record).encode()
+
+
+def use_bomb_svg(levels: int = 8, fan_out: int = 10) -> bytes:
+    """<use> references nested `levels` deep, each level using the one below `fan_out` times:
+    fan_out ** levels elements drawn from a few hundred bytes (the vector "billion laughs")."""
+    groups = ['<g id="l0"><path d="M0 0 L1 1" stroke="black"/></g>']
+    groups += [f'<g id="l{i}">' + f'<use href="#l{i - 1}"/>' * fan_out + "</g>" for i in range(1, levels + 1)]
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><defs>{"".join(groups)}</defs>'
+            f'<use href="#l{levels}"/></svg>').encode()

@@ -13,7 +13,7 @@ from splip_engine.data.folder import SBIRFolder
 from splip_engine.data.images import ImageDecodeError, load_image
 from splip_engine.data.transforms import PreprocessSpec, preprocess
 
-from .imagefactory import CANVAS, STROKE_WIDTH, STROKES, encode, pillow_sketch, strokes_svg
+from .imagefactory import CANVAS, STROKE_WIDTH, STROKES, encode, pillow_sketch, strokes_svg, use_bomb_svg
 from .tripwire import recording
 
 
@@ -128,22 +128,13 @@ def test_malformed_and_huge_svgs_get_a_specific_error(data, error):
         load_image(data)
 
 
-def _use_bomb(levels: int = 8, fan_out: int = 10) -> bytes:
-    """<use> references nested `levels` deep, each level using the one below `fan_out` times:
-    fan_out ** levels elements drawn from a few hundred bytes (the vector "billion laughs")."""
-    groups = ['<g id="l0"><path d="M0 0 L1 1" stroke="black"/></g>']
-    groups += [f'<g id="l{i}">' + f'<use href="#l{i - 1}"/>' * fan_out + "</g>" for i in range(1, levels + 1)]
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><defs>{"".join(groups)}</defs>'
-            f'<use href="#l{levels}"/></svg>').encode()
-
-
 def test_a_reference_bomb_is_refused_before_rendering(tmp_path):
     """10 ** 8 drawn elements from 1.4 KB: CairoSVG alone spends over a minute before its own guard."""
     path = tmp_path / "bomb.svg"
-    path.write_bytes(_use_bomb())
+    path.write_bytes(use_bomb_svg())
     with pytest.raises(ImageDecodeError, match=rf"{path} is an SVG whose <use> references draw over 50,000 elements"):
         load_image(path)
-    assert load_image(_use_bomb(levels=3)).size == (512, 512)  # 3,211 drawn elements (x2 with <defs>) are fine
+    assert load_image(use_bomb_svg(levels=3)).size == (512, 512)  # 3,211 drawn elements (x2 with <defs>) are fine
 
 
 def test_a_use_cycle_is_refused():
