@@ -34,6 +34,8 @@ MAX_SVG_BYTES = 8 * 2**20
 """Larger SVG documents are refused before parsing (a sketch is a few hundred KB at most)."""
 MAX_SVG_ELEMENTS = 50_000
 """SVG documents with more elements are refused before rendering (Sketchy / TU-Berlin: < 1,000)."""
+MAX_SVG_DEPTH = 256
+"""SVG documents nested deeper are refused (the renderer recurses per level; sketches nest < 10)."""
 
 _INSTALL = "pip install cairosvg (it needs the cairo library: apt install libcairo2)"
 _XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
@@ -112,11 +114,14 @@ def _decline_external_entity(context, base, sysid, pubid) -> int:
 
 
 def _sanitise(root: ElementTree.Element, name: str) -> None:
-    """Refuse too many elements; drop loading / font-reading elements and external hrefs, in place."""
-    count = sum(1 for _ in root.iter())
+    """Refuse too many or too deeply nested elements; drop loading / font-reading elements and
+    external hrefs, in place; refuse <use> reference bombs."""
+    count, depth = _size_and_depth(root)
     if count > MAX_SVG_ELEMENTS:
         raise ImageDecodeError(f"{name} is an SVG of {count:,} elements, over the limit of {MAX_SVG_ELEMENTS:,} "
                                "(raise splip_engine.data.svg.MAX_SVG_ELEMENTS if it is genuine)")
+    if depth > MAX_SVG_DEPTH:
+        raise ImageDecodeError(f"{name} is an SVG nested {depth:,} elements deep, over the limit of {MAX_SVG_DEPTH}")
     dropped, unlinked = 0, 0
     for parent in list(root.iter()):
         for child in list(parent):
@@ -134,6 +139,16 @@ def _sanitise(root: ElementTree.Element, name: str) -> None:
     if drawn > MAX_SVG_ELEMENTS:
         raise ImageDecodeError(f"{name} is an SVG whose <use> references draw over {MAX_SVG_ELEMENTS:,} elements "
                                "(a reference bomb); raise splip_engine.data.svg.MAX_SVG_ELEMENTS if it is genuine")
+
+
+def _size_and_depth(root: ElementTree.Element) -> tuple[int, int]:
+    """(elements, deepest nesting) of the tree, counted without recursion."""
+    count, deepest, stack = 0, 0, [(root, 1)]
+    while stack:
+        element, depth = stack.pop()
+        count, deepest = count + 1, max(deepest, depth)
+        stack.extend((child, depth + 1) for child in element)
+    return count, deepest
 
 
 def _drawn_elements(root: ElementTree.Element, name: str) -> int:

@@ -122,7 +122,9 @@ def test_an_svg_referencing_files_and_urls_renders_without_them_and_reads_nothin
      r"is an SVG of 50,002 elements, over the limit of 50,000"),
     (b'<svg xmlns="http://www.w3.org/2000/svg">' + b" " * svg.MAX_SVG_BYTES + b"</svg>",
      r"is an SVG larger than the limit of 8,388,608 bytes"),
-], ids=["truncated", "not_svg", "entity_bomb", "too_many_elements", "too_many_bytes"])
+    (b'<svg xmlns="http://www.w3.org/2000/svg">' + b"<g>" * 1000 + b"</g>" * 1000 + b"</svg>",
+     r"is an SVG nested 1,001 elements deep, over the limit of 256"),
+], ids=["truncated", "not_svg", "entity_bomb", "too_many_elements", "too_many_bytes", "too_deep"])
 def test_malformed_and_huge_svgs_get_a_specific_error(data, error):
     with pytest.raises(ImageDecodeError, match=error):
         load_image(data)
