@@ -1,7 +1,12 @@
 """Options shared by several commands, defined once."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
+
+if TYPE_CHECKING:
+    from splip_engine.data.layouts import DataSource
 
 device_option = click.option(
     "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
@@ -36,7 +41,8 @@ def data_options(f):
                              "QuickDraw-Ext), under --root; its class names are matched to the split files.")(f)
 
 
-def resolve_data_roots(data_root, sketch_root, photo_root, split, dataset=None, root=None):
+def resolve_data_roots(data_root: str | None, sketch_root: str | None, photo_root: str | None, split: str | None,
+                       dataset: str | None = None, root: str | None = None) -> DataSource:
     """The DataSource the data options name, with a clear error when they are incomplete or mixed."""
     from pathlib import Path
 

@@ -90,3 +90,14 @@ def test_gzs_with_only_the_held_out_seen_photos(tuberlin, trained, tmp_path):
     trained_on = {str(p) for files in train_part.photos.values() for p in files}
     assert trained_on.isdisjoint(str(p) for files in held_out.photos.values() for p in files)
     np.testing.assert_equal(metrics["zs"], _eval(tuberlin, trained, tmp_path)["zs"])  # ZS does not change
+
+
+@pytest.mark.parametrize("args, error", [
+    (["--dataset", "sketchy"], "error: --dataset sketchy needs --root DIR"),
+    (["--dataset", "quickdraw", "--root", "nowhere"], "error: --root nowhere is not a directory"),
+    (["--root", "x", "--split", "s"], "error: --root x needs --dataset quickdraw|sketchy|tuberlin"),
+])
+def test_bad_data_options_are_one_line_and_exit_code_2(args, error, tmp_path):
+    result = CliRunner().invoke(main, ["train", *args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and result.stderr.strip() == result.stderr.strip().splitlines()[0]
+    assert result.stderr.startswith(error), result.stderr
