@@ -36,6 +36,7 @@ from .graph import (
 )
 from .manifest import MANIFEST_FILE, MANIFEST_FORMAT_VERSION, describe_file, write_manifest
 from .precision import convert_precision
+from .validate import onnx_problem
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class ExportReport:
     precision: str
     parity: dict[str, dict] = field(default_factory=dict)
     fused_attention: dict[str, dict] = field(default_factory=dict)
+    onnx_check: dict[str, str] = field(default_factory=dict)
     tensorrt: dict[str, Any] | None = None
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -75,8 +77,12 @@ class ExportReport:
         out = []
         for tower, fused in self.fused_attention.items():
             out.append(f"{tower}: {fused['count']}/{fused['expected']} attention layers fused ({fused['op_type']})")
+        for tower, verdict in self.onnx_check.items():
+            out.append(f"{tower}: {'valid ONNX' if verdict == 'valid' else 'INVALID ONNX: ' + verdict} "
+                       "(onnx.checker full_check, strict shape inference)")
         for name, report in self.parity.items():
-            out.append(f"{name} {self.precision} parity vs PyTorch fp32: {_metrics_line(report)}")
+            where = f" (onnxruntime on {report['device']})" if "device" in report else ""
+            out.append(f"{name} {self.precision} parity vs PyTorch fp32{where}: {_metrics_line(report)}")
         if self.tensorrt:
             for plan, report in self.tensorrt.get("parity", {}).items():
                 out.append(f"{plan} TensorRT {self.precision} parity vs PyTorch fp32: {_metrics_line(report)}")
@@ -147,8 +153,9 @@ def export_engines(model_or_checkpoint: SpLIP | str | Path, out_dir: str | Path 
     trt_reason = tensorrt_unavailable() if "tensorrt" in wanted else None
     probe = parity.probe_images(model.image_size)
     references = {m: parity.embed_batched(parity.torch_embedder(model, m), probe) for m in MODALITIES}
-    graphs = {m: export_checked_tower(model, m, opset, precision, bounds, probe, references[m], allow_unfused, report)
-              for m in MODALITIES}
+    device = parity.serving_device()
+    graphs = {m: export_checked_tower(model, m, opset, precision, bounds, probe, references[m], allow_unfused, report,
+                                      device) for m in MODALITIES}
     plans, timing_cache = {}, b""
     if "tensorrt" in wanted and not trt_reason:
         plans, timing_cache = _build_checked_plans(model, opset, precision, bounds, probe, references, max_batch,
@@ -169,10 +176,12 @@ def export_engines(model_or_checkpoint: SpLIP | str | Path, out_dir: str | Path 
 
 
 def export_checked_tower(model: SpLIP, modality: str, opset: int, precision: str, bounds: dict[str, float],
-                         probe: np.ndarray, reference: np.ndarray, allow_unfused: bool, report: ExportReport):
-    """Trace one tower, count its fused attention, lower its precision and gate it against the
-    PyTorch `reference` embeddings (n, D) of `probe` (the fp32 graph first, then the lowered
-    one); results go into `report`. Returns the engine's onnx.ModelProto."""
+                         probe: np.ndarray, reference: np.ndarray, allow_unfused: bool, report: ExportReport,
+                         device: str = "cpu"):
+    """Trace one tower, count its fused attention, lower its precision, check it is valid ONNX
+    and gate it against the PyTorch `reference` embeddings (n, D) of `probe`: the fp32 graph on
+    CPU first, then the engine on ONNX Runtime on `device` (where it will be served; int8
+    engines always on CPU); results go into `report`. Returns the engine's onnx.ModelProto."""
     graph = export_tower(model, modality, opset=opset, attention="contrib")
     count, op_type = count_fused_attention(graph)
     expected = expected_attention_count(model)
@@ -182,15 +191,16 @@ def export_checked_tower(model: SpLIP, modality: str, opset: int, precision: str
     if not fused_ok:
         report.errors.append(f"{modality} tower: {count} fused attention nodes, expected {expected} (one per "
                              "transformer layer); pass --allow-unfused to export it anyway")
-    fp32_check = parity.compare(reference, parity.embed_batched(parity.onnxruntime_embedder(graph), probe),
-                                parity.resolve_thresholds("fp32"))
-    engine = graph
-    if precision == "fp32":
-        result = fp32_check
-    else:
-        engine = convert_precision(graph, precision)
-        result = parity.compare(reference, parity.embed_batched(parity.onnxruntime_embedder(engine), probe), bounds)
-        result["fp32_graph"] = fp32_check
+    fp32_check = _gate(graph, "cpu", probe, reference, parity.resolve_thresholds("fp32"))
+    engine = convert_precision(graph, precision)
+    problem = onnx_problem(engine)
+    report.onnx_check[modality] = problem or "valid"
+    if problem:
+        report.errors.append(f"{modality} tower: the {precision} graph is not valid ONNX ({problem})")
+    served_on = "cpu" if precision == "int8" else device
+    result = fp32_check
+    if precision != "fp32" or served_on != "cpu":
+        result = {**_gate(engine, served_on, probe, reference, bounds), "fp32_graph": fp32_check}
         if not fp32_check["passed"]:
             result["passed"] = False
             result["failed"] = [f"fp32 graph: {f}" for f in fp32_check["failed"]] + result["failed"]
@@ -199,6 +209,12 @@ def export_checked_tower(model: SpLIP, modality: str, opset: int, precision: str
         report.errors.append(f"{modality} tower failed the {precision} parity gate: {', '.join(result['failed'])}")
     logger.info("%s tower: %d/%d fused, parity %s", modality, count, expected, result)
     return engine
+
+
+def _gate(graph, device: str, probe: np.ndarray, reference: np.ndarray, bounds: dict[str, float]) -> dict:
+    """Parity report of `graph` on ONNX Runtime on `device` vs `reference`, with the provider it ran on."""
+    embed = parity.onnxruntime_embedder(graph, device=device)
+    return {**parity.compare(reference, parity.embed_batched(embed, probe), bounds), "device": embed.device}
 
 
 def _build_checked_plans(model: SpLIP, opset: int, precision: str, bounds: dict[str, float], probe: np.ndarray,
@@ -300,6 +316,7 @@ def _manifest(model: SpLIP, precision: str, opset: int, overrides: dict[str, flo
         "parity": report.parity,
         "threshold_overrides": dict(overrides),
         "fused_attention": report.fused_attention,
+        "onnx_check": report.onnx_check,
     }
     if report.tensorrt:
         manifest["tensorrt"] = report.tensorrt
