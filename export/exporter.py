@@ -44,7 +44,6 @@ FORMATS = ("onnx", "tensorrt", "all")
 DEFAULT_MAX_BATCH = 64
 PREPROCESS = {"sketch": "pad_square_white", "photo": "resize_center_crop"}
 CHECKPOINT_DIR = "checkpoint"
-TIMING_CACHE_FILE = "timing.cache"
 
 
 @dataclass
@@ -87,7 +86,12 @@ class ExportReport:
             for plan, report in self.tensorrt.get("parity", {}).items():
                 out.append(f"{plan} TensorRT {self.precision} parity vs PyTorch fp32: {_metrics_line(report)}")
             for tower, info in self.tensorrt.get("inspection", {}).items():
-                out.append(f"{tower} TensorRT: {info['mha_layers']} fused MHA layers of {info['layers']}")
+                out.append(f"{tower} TensorRT {self.tensorrt['version']} ({self.tensorrt['typing']} typing): "
+                           f"attention fused: {info['mha_fused']} ({info['mha_layers']} attention kernels, "
+                           f"{info['softmax_layers']} separate softmax, {info['layers']} layers)")
+            cache = self.tensorrt["timing_cache"]
+            out.append(f"TensorRT timing cache {cache['file']}: "
+                       + (f"reused ({cache['bytes_in']} bytes)" if cache["reused"] else "new"))
         out += [f"note: {n}" for n in self.notes]
         if self.files:
             out.append(f"wrote {self.out_dir}: {', '.join(self.files)}")
@@ -126,15 +130,18 @@ def _resolve_model(model_or_checkpoint: SpLIP | str | Path) -> SpLIP:
 def export_engines(model_or_checkpoint: SpLIP | str | Path, out_dir: str | Path = "engines", fp16: bool = False,
                    int8: bool = False, formats: str | Sequence[str] = ("onnx",), opset: int = 23,
                    max_batch: int = DEFAULT_MAX_BATCH, allow_unfused: bool = False,
-                   thresholds: dict[str, float] | None = None, triton_repo: str | Path | None = None) -> ExportReport:
+                   thresholds: dict[str, float] | None = None, triton_repo: str | Path | None = None,
+                   tensorrt_typing: str = "auto") -> ExportReport:
     """Export the sketch and photo encoders of a SpLIP model (or checkpoint dir) to `out_dir`.
 
+    `tensorrt_typing`: "auto" (strong on TensorRT 11 and >= 10.12, weak before), "strong" or
+    "weak" (10.x only); see export/tensorrt.py.
     `thresholds` overrides parity bounds of the exported precision (metric -> bound, see
     parity.DEFAULT_THRESHOLDS). Nothing is written unless every check passes; the returned
     report says what was checked and written. Formats with TensorRT need TensorRT and a GPU:
     without them `all` writes the ONNX engines and notes it, `tensorrt` writes them and fails.
     """
-    from .tensorrt import tensorrt_unavailable
+    from .tensorrt import TYPINGS, tensorrt_unavailable
 
     out_dir = Path(out_dir)
     precision = _precision(fp16, int8)
@@ -145,6 +152,8 @@ def export_engines(model_or_checkpoint: SpLIP | str | Path, out_dir: str | Path 
         raise SpLIPError(f"max_batch={max_batch}: must be >= 1")
     if "tensorrt" in wanted and precision == "int8":
         raise SpLIPError("--int8 engines are for ONNX Runtime on CPU; TensorRT plans are fp32/fp16: use --format onnx")
+    if tensorrt_typing not in TYPINGS:
+        raise SpLIPError(f"tensorrt_typing={tensorrt_typing!r}: choose one of {TYPINGS}")
     bounds = parity.resolve_thresholds(precision, thresholds)
     import_onnxruntime()
     model = _resolve_model(model_or_checkpoint)
@@ -159,7 +168,7 @@ def export_engines(model_or_checkpoint: SpLIP | str | Path, out_dir: str | Path 
     plans, timing_cache = {}, b""
     if "tensorrt" in wanted and not trt_reason:
         plans, timing_cache = _build_checked_plans(model, opset, precision, bounds, probe, references, max_batch,
-                                                   out_dir, report)
+                                                   out_dir, report, tensorrt_typing)
     if report.errors:  # a gate failed: nothing is written
         return report
     _write_engine_dir(model, out_dir, graphs, plans, timing_cache, precision, opset, thresholds or {}, report)
@@ -218,26 +227,32 @@ def _gate(graph, device: str, probe: np.ndarray, reference: np.ndarray, bounds: 
 
 
 def _build_checked_plans(model: SpLIP, opset: int, precision: str, bounds: dict[str, float], probe: np.ndarray,
-                         references: dict[str, np.ndarray], max_batch: int, out_dir: Path,
-                         report: ExportReport) -> tuple[dict[str, bytes], bytes]:
-    """Build the throughput and latency plans of both towers and gate each through TensorRT."""
+                         references: dict[str, np.ndarray], max_batch: int, out_dir: Path, report: ExportReport,
+                         typing: str) -> tuple[dict[str, bytes], bytes]:
+    """Build the throughput and latency plans of both towers and gate each through TensorRT.
+    The timing cache of this GPU + TensorRT version is read from `out_dir` and handed to every build."""
     from . import tensorrt as trt_export
 
-    cache_path = out_dir / TIMING_CACHE_FILE
-    timing_cache = cache_path.read_bytes() if cache_path.is_file() else b""
+    version = trt_export.tensorrt_version()
+    typing = trt_export.plan_typing(version, typing)
+    key = trt_export.current_timing_cache_key()
+    timing_cache = trt_export.load_timing_cache(out_dir, key)
     plans: dict[str, bytes] = {}
     profiles = trt_export.plan_profiles(max_batch)
     info: dict[str, Any] = {
-        "version": trt_export.tensorrt_version(), "opset": trt_export.TENSORRT_OPSET, "max_batch": max_batch,
+        "version": version, "typing": typing, "opset": trt_export.TENSORRT_OPSET, "max_batch": max_batch,
         "plans": {}, "latency_plans": {}, "inspection": {}, "parity": {},
         "profiles": {p.name: {"min_batch": p.min_batch, "opt_batch": p.opt_batch, "max_batch": p.max_batch}
                      for p in profiles},
+        "timing_cache": {**key, "reused": bool(timing_cache), "bytes_in": len(timing_cache)},
     }
+    fp16 = precision == "fp16"
     for modality in MODALITIES:
         graph = export_tower(model, modality, opset=min(opset, trt_export.TENSORRT_OPSET), attention="math")
+        onnx_bytes = trt_export.plan_onnx(graph, fp16, typing).SerializeToString()
         for profile in profiles:
-            plan, timing_cache = trt_export.build_plan(graph.SerializeToString(), model.image_size, profile,
-                                                       fp16=precision == "fp16", timing_cache=timing_cache)
+            plan, timing_cache = trt_export.build_plan(onnx_bytes, model.image_size, profile, fp16=fp16,
+                                                       typing=typing, timing_cache=timing_cache)
             throughput = profile.name == "throughput"
             name = f"{modality}.plan" if throughput else f"{modality}.b1.plan"
             plans[name] = plan
@@ -271,9 +286,10 @@ def _write_engine_dir(model: SpLIP, out_dir: Path, graphs: dict, plans: dict[str
     for name, plan in plans.items():
         write_bytes_atomic(out_dir / name, plan)
         files[name] = describe_file(out_dir, name, "tensorrt", name.split(".")[0])
-    if timing_cache:
-        write_bytes_atomic(out_dir / TIMING_CACHE_FILE, timing_cache)
-        files[TIMING_CACHE_FILE] = describe_file(out_dir, TIMING_CACHE_FILE, "tensorrt-timing-cache")
+    if timing_cache:  # named for this GPU + TensorRT version (tensorrt.timing_cache_name)
+        cache_file = report.tensorrt["timing_cache"]["file"]
+        write_bytes_atomic(out_dir / cache_file, timing_cache)
+        files[cache_file] = describe_file(out_dir, cache_file, "tensorrt-timing-cache")
     save_checkpoint(model, out_dir / CHECKPOINT_DIR)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         relative = f"{CHECKPOINT_DIR}/{name}"
