@@ -11,7 +11,7 @@ from splip_engine.data.images import ImageDecodeError
 from splip_engine.data.transforms import PreprocessSpec, preprocess
 from splip_engine.runtime import load_engine
 
-from .conftest import random_images
+from data.imagefactory import random_images
 
 
 def test_embed_matches_the_model_from_paths_pil_and_arrays(tiny_checkpoint, tmp_path):
