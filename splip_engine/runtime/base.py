@@ -79,8 +79,11 @@ class Encoder:
         return out
 
     def embed_pixels(self, pixels: np.ndarray, modality: str) -> np.ndarray:
-        """Preprocessed pixels (N, 3, S, S) float32 -> (N, D) float32 embeddings."""
+        """Preprocessed pixels (N, 3, S, S) float32 -> (N, D) float32 embeddings. A torch tensor
+        (decoded on the GPU, say) goes through `embed_tensor`, staying on its device until the result."""
         self._check_modality(modality)
+        if not isinstance(pixels, np.ndarray):
+            return self.embed_tensor(pixels, modality).cpu().numpy()
         expected = (3, self.image_size, self.image_size)
         if pixels.ndim != 4 or tuple(pixels.shape[1:]) != expected:
             raise SpLIPError(f"pixels of shape {tuple(pixels.shape)}: this engine takes (N, {', '.join(map(str, expected))})")
