@@ -190,16 +190,17 @@ def configs(shards: Path, engine: Path, sample: int, batch: int) -> list[dict]:
 
     from splip_engine.runtime.embed_job import run_embed
     from splip_engine.runtime.inputs import open_input
-    from splip_engine.runtime.loader import load_engine
+    from splip_engine.runtime.ort_backend import OrtEncoder
     from splip_engine.runtime.pipeline import default_workers
 
+    manifest = json.loads((engine / "manifest.json").read_text())
     names = [Path(f).name for f in open_input(shards).files[:sample]]
     source = f"{shards}/{{{names[0][:-4]}..{names[-1][:-4]}}}.tar"
     rows = []
     for workers in sorted({1, default_workers()}):
         for threads in sorted({1, 0}):
             with tempfile.TemporaryDirectory(dir=shards.parent) as tmp, \
-                    load_engine(engine, backend="onnxruntime", batch_size=batch, threads=threads) as encoder:
+                    OrtEncoder(engine, manifest, batch_size=batch, threads=threads) as encoder:
                 report = run_embed(encoder, source, Path(tmp) / "store", batch_size=batch, workers=workers,
                                    progress=False)
             rows.append({"workers": workers, "threads": threads or "all", "img_per_s": report.images_per_s,
@@ -208,48 +209,60 @@ def configs(shards: Path, engine: Path, sample: int, batch: int) -> list[dict]:
     return rows
 
 
+def _queries(store_dir: Path, count: int, seed: int) -> np.ndarray:
+    """(count, D) float32 unit queries: random store rows plus noise (photo-to-photo search)."""
+    from splip_engine.index import open_store
+
+    store = open_store(store_dir)
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(store.count, count, replace=False))
+    emb = np.concatenate([shard for shard in store.shard_arrays()])[rows].astype(np.float32)  # (count, D)
+    queries = emb + rng.normal(0, 0.05, emb.shape).astype(np.float32)
+    return queries / np.linalg.norm(queries, axis=1, keepdims=True)
+
+
 def index_and_search(store: Path, index_dir: Path, k: int = 100) -> dict:
-    """`splip-engine index`, then load + search as `serve` does."""
+    """`splip-engine index` tuned with --eval-queries, then load + search as `serve` does."""
     shutil.rmtree(index_dir, ignore_errors=True)
-    build = run_cli(["index", "--store", str(store), "--out", str(index_dir)])
+    np.save(index_dir.parent / "eval_queries.npy", _queries(store, 128, seed=1))
+    build = run_cli(["index", "--store", str(store), "--out", str(index_dir), "--eval-queries",
+                     str(index_dir.parent / "eval_queries.npy"), "-k", str(k)])
     probe = subprocess.run([sys.executable, __file__, "--probe-index", str(index_dir), "--store", str(store),
                             "--k", str(k)], capture_output=True, text=True, check=True)
     return {"build": build, **json.loads(probe.stdout.strip().splitlines()[-1])}
 
 
 def probe_index(index_dir: Path, store_dir: Path, k: int) -> dict:
-    """In a fresh process: RSS after loading the index, after path_of, search latencies, recall."""
+    """In a fresh process: RSS after loading the index, after path_of, search latencies, recall@k
+    vs exact search by ids and tie-aware (an approximate hit scoring at least the exact k-th counts)."""
     from splip_engine.index import GalleryIndex, open_store
 
     rss = rss_mib
     before = rss()
     start = time.perf_counter()
     index = GalleryIndex.load(index_dir)
-    out = {"kind": index.kind, "count": index.count, "load_s": time.perf_counter() - start,
-           "rss_before_load_mib": before, "rss_after_load_mib": rss()}
+    out = {"kind": index.kind, "count": index.count, "params": index.info["params"],
+           "load_s": time.perf_counter() - start, "rss_before_load_mib": before, "rss_after_load_mib": rss()}
     start = time.perf_counter()
     paths = [index.path_of(i) for i in index.ids[::100_000]]
     out.update({"first_path_of_s": time.perf_counter() - start, "rss_after_path_of_mib": rss(), "path_example": paths[0]})
-    store = open_store(store_dir)
-    rng = np.random.default_rng(0)
-    rows = np.sort(rng.choice(store.count, 64 + 32, replace=False))
-    emb = np.concatenate([shard for shard in store.shard_arrays()])[rows].astype(np.float32)  # (96, D)
-    queries = emb + rng.normal(0, 0.05, emb.shape).astype(np.float32)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    exact = GalleryIndex.build_from_store(store, "flat") if index.kind != "flat" else index
+    queries = _queries(store_dir, 64 + 32, seed=2)  # other queries than the tuning ones
+    exact = GalleryIndex.build_from_store(open_store(store_dir), "flat") if index.kind != "flat" else index
+    found = {}
     for name, searched in (("exact_flat", exact), (index.kind, index)):
         searched.search(queries[:64], k)
         start = time.perf_counter()
-        _, ids = searched.search(queries[:64], k)
+        found[name] = searched.search(queries[:64], k)
         batch_ms = 1e3 * (time.perf_counter() - start)
         single = []
         for query in queries[64:]:
             t0 = time.perf_counter()
             searched.search(query[None], k)
             single.append(1e3 * (time.perf_counter() - t0))
-        out[name] = {"batch64_ms": batch_ms, "single_p50_ms": float(np.median(single)), "ids": ids}
-    truth, found = out["exact_flat"].pop("ids"), out[index.kind].pop("ids")
-    out[f"recall_at_{k}"] = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(truth, found)]))
+        out[name] = {"batch64_ms": batch_ms, "single_p50_ms": float(np.median(single))}
+    (exact_scores, exact_ids), (scores, ids) = found["exact_flat"], found[index.kind]
+    out[f"recall_at_{k}"] = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(exact_ids, ids)]))
+    out[f"tie_aware_recall_at_{k}"] = float(np.mean(scores >= exact_scores[:, -1:] - 1e-6))
     return out
 
 
@@ -274,7 +287,6 @@ def main() -> None:
     parser.add_argument("--sample-shards", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=None, help="encoder threads of the job (CLI default: 0)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--probe-index", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
@@ -292,8 +304,6 @@ def main() -> None:
              "--backend", "onnxruntime", "--device", "cpu"]
     if args.workers is not None:
         embed += ["--workers", str(args.workers)]
-    if args.threads is not None:
-        embed += ["--threads", str(args.threads)]
     phases = args.phases.split(",")
     if "bare" in phases:
         results["bare"] = bare(args.shards, engine, args.sample_shards, args.batch_size)

@@ -28,14 +28,12 @@ _KINDS = ["auto", "folder", "list", "parquet-paths", "parquet-bytes", "tar", "nd
 @batch_size_option
 @click.option("--workers", default=None, type=click.IntRange(min=0),
               help="Decode worker processes, each reading whole shards (0 = in the main process) [default: one per core].")
-@click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
-              help="ONNX Runtime threads of the encoder (0 = one per core).")
 @click.option("--shard-size", default=None, type=click.IntRange(min=1), help="Rows per store shard [default: 16384].")
 @click.option("--retry-errors", is_flag=True, help="Try the inputs listed in OUT/errors.jsonl again.")
 @click.option("--ray", "use_ray", is_flag=True, help="Run on Ray Data (local cluster, or RAY_ADDRESS).")
 @click.option("--num-actors", default=2, show_default=True, type=click.IntRange(min=1), help="Encoder actors with --ray.")
 def command(engine_dir, source, out, modality, kind, image_column, id_column, backend, device, batch_size, workers,
-            threads, shard_size, retry_errors, use_ray, num_actors):
+            shard_size, retry_errors, use_ray, num_actors):
     """Embed every image of --input into the store --out (float16 shards + parquet ids and metadata).
 
     Bad inputs (a corrupt or non-image member, a record without an image, an empty or truncated
@@ -64,7 +62,7 @@ def command(engine_dir, source, out, modality, kind, image_column, id_column, ba
         from splip_engine.runtime import load_engine
         from splip_engine.runtime.embed_job import run_embed
 
-        with load_engine(engine_dir, backend=backend, device=device, batch_size=batch_size, threads=threads) as encoder:
+        with load_engine(engine_dir, backend=backend, device=device, batch_size=batch_size) as encoder:
             report = run_embed(encoder, source, out, modality=modality, batch_size=batch_size, workers=workers,
                                shard_size=shard_size, kind=kind, options=options, retry_errors=retry_errors)
     click.echo(f"embedded {report.embedded} images into {report.store} "

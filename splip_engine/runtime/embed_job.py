@@ -142,15 +142,18 @@ def open_job(source: str | Path, kind: str, options: InputOptions | None, writer
 def run_embed(encoder: Encoder, source: str | Path, out: str | Path, modality: str = "photo",
               batch_size: int = 64, workers: int | None = None, shard_size: int | None = None,
               progress: bool = True, kind: str = "auto", options: InputOptions | None = None,
-              retry_errors: bool = False, decoder=None) -> EmbedReport:
+              retry_errors: bool = False, decode: str = "auto", decoder=None) -> EmbedReport:
     """Embed every image of `source` (any input kind, see runtime/inputs.py) into the store `out`.
 
-    `workers` decode processes (default: one per core, 0 = in this process) read whole units;
-    `decoder` is a pipeline.BatchDecoder (default: CPU). Bad inputs are skipped and listed in the
-    store's errors file; a re-run after a crash reads only what is missing, so every good input
-    ends up exactly once in the store.
+    `workers` decode processes (default: one per core, 0 = in this process) read whole units.
+    `decode` picks the batch decoder (runtime/gpu_decode.choose_decoder: "auto" decodes JPEGs on
+    the encoder's GPU when it is on CUDA, else in the workers on the CPU); `decoder`, a
+    pipeline.BatchDecoder, overrides it. Bad inputs are skipped and listed in the store's errors
+    file; a re-run after a crash reads only what is missing, so every good input ends up exactly
+    once in the store.
     """
     from splip_engine.index.store import DEFAULT_SHARD_SIZE, StoreWriter
+    from splip_engine.runtime.gpu_decode import choose_decoder  # hook (#13): GPU decode for GPU jobs
     from splip_engine.runtime.pipeline import DecodePool, default_workers
 
     start = time.perf_counter()
@@ -162,7 +165,7 @@ def run_embed(encoder: Encoder, source: str | Path, out: str | Path, modality: s
         resolved, units, todo, n_units = open_job(source, kind, options, writer, report, sink)
         timings["open"] = time.perf_counter() - start
         pool = DecodePool(default_workers() if workers is None else workers, resolved.options, modality,
-                          encoder.spec, batch_size, decoder)
+                          encoder.spec, batch_size, decoder or choose_decoder(decode, encoder))
         bar = _Progress(todo, n_units, f"embed {modality}", disable=not progress)
         try:  # closed on an error too, so the CLI's error line starts on a line of its own
             for batch in pool.run(units):
