@@ -84,8 +84,9 @@ def rss_mib(pid: int | str = "self") -> float:
 
 
 class TreeMemory:
-    """Samples a process and its children every `period` s: peak RSS of the process, and peak PSS
-    (shared pages split between the processes sharing them) of the process with its children."""
+    """Samples a process and its children every `period` s: its peak RSS (the kernel's high-water
+    mark, VmHWM, so no peak is missed between samples), its RSS over time, and the peak PSS (shared
+    pages split between the processes sharing them) of the process with its children."""
 
     def __init__(self, pid: int, period: float = 0.5):
         self.pid, self.period = pid, period
@@ -102,7 +103,8 @@ class TreeMemory:
             if not rss:
                 break
             pss = sum(_proc_kib(p, "smaps_rollup", "Pss") for p in [self.pid, *_children(self.pid)]) / 1024
-            self.peak_rss, self.peak_tree_pss = max(self.peak_rss, rss), max(self.peak_tree_pss, pss)
+            hwm = _proc_kib(self.pid, "status", "VmHWM") / 1024
+            self.peak_rss, self.peak_tree_pss = max(self.peak_rss, hwm), max(self.peak_tree_pss, pss)
             self.samples.append((time.perf_counter() - self._start, rss))
             self._stop.wait(self.period)
 
