@@ -265,6 +265,8 @@ def test_malformed_multipart_is_400(server, expected):
         assert response.status_code in (400, 422), f"{name}: {response.status_code} {response.text}"
         detail = response.json()["detail"]
         assert detail.startswith("malformed multipart body") or "missing form field 'image'" in detail, (name, detail)
+        if name == "no boundary":
+            assert detail == "malformed multipart body: Missing boundary in multipart."
     _assert_healthy(server, expected)
 
 
