@@ -72,6 +72,7 @@ def test_query_slices_give_the_same_results(monkeypatch, device):
     monkeypatch.setattr(similarity_module, "_CANDIDATE_BYTES", 1)  # one BLOCK_Q slice per launch
     sliced = similarity_topk(queries, gallery, 20)
     torch.testing.assert_close(sliced[0], whole[0], atol=0, rtol=0)
+    torch.testing.assert_close(sliced[1], whole[1], atol=0, rtol=0)  # the same rows, not just equal scores
 
 
 def test_candidates_stay_a_fraction_of_the_score_matrix():

@@ -25,7 +25,6 @@ from PIL import Image
 from serve.helpers import make_png, reference_search, wait_until
 from splip_engine.index import GalleryIndex
 
-from conftest import GALLERY_SIZE
 
 N_REQUESTS = 2000  # ~12 s on 2 idle cores, ~26 s on 2 cores shared with another job
 N_CLIENTS = 32
@@ -285,10 +284,10 @@ def test_bad_k_is_422_in_form_and_query(server, expected, k, message):
     _assert_healthy(server, expected)
 
 
-def test_k_up_to_the_limit_is_answered_whole(server, expected):
+def test_k_up_to_the_limit_is_answered_whole(server, expected, tiny_gallery_index_dir):
     response = httpx.post(f"{server.url}/search", params={"k": K_MAX}, content=IMAGES[5],
                           headers={"Content-Type": "image/png"}, timeout=TIMEOUT)
-    assert response.status_code == 200 and len(response.json()["results"]) == min(K_MAX, GALLERY_SIZE)
+    assert response.status_code == 200 and len(response.json()["results"]) == min(K_MAX, GalleryIndex.load(tiny_gallery_index_dir).count)
     _check_answer(response.json(), expected, 5, "sketch", K_MAX)
 
 
