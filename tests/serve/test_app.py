@@ -114,7 +114,7 @@ def test_healthz_describes_engine_and_index(server, tiny_encoder, gallery_index)
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_]+="[^"]*"(,[a-zA-Z_]+="[^"]*")*\})? (\S+)$')
 
 
-def test_metrics_is_prometheus_text_with_the_service_counters(server):
+def test_metrics_is_prometheus_text_with_the_service_counters(server, gallery_index):
     assert _post(server, make_png(2)).status_code == 200
     assert _post(server, b"junk").status_code == 400
     response = httpx.get(f"{server}/metrics")
@@ -134,7 +134,7 @@ def test_metrics_is_prometheus_text_with_the_service_counters(server):
                      "splip_infer_latency_recent_seconds": "summary", "splip_batch_size": "histogram",
                      "splip_queue_depth": "gauge", "splip_overloaded_total": "counter", "splip_index_version": "gauge",
                      "splip_index_size": "gauge", "splip_index_reloads_total": "counter"}
-    assert samples["splip_index_version"] == 1 and samples["splip_index_size"] == GALLERY_SIZE
+    assert samples["splip_index_version"] == 1 and samples["splip_index_size"] == len(gallery_index)
     assert samples['splip_http_requests_total{path="/search",code="200"}'] >= 1
     assert samples['splip_http_requests_total{path="/search",code="400"}'] >= 1
     assert samples['splip_search_latency_recent_seconds{quantile="0.99"}'] >= \
