@@ -10,7 +10,6 @@ import os
 import signal
 import struct
 import threading
-import time
 
 import httpx
 import numpy as np
