@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -153,7 +154,8 @@ def main() -> None:
                 for clients in CLIENTS:
                     seconds = args.seconds * (2 if clip_model != "tiny" else 1)
                     row = {"engine": clip_model, "endpoint": endpoint,
-                           **asyncio.run(load(server.url, endpoint, png, clients, seconds))}
+                           **asyncio.run(load(server.url, endpoint, png, clients, seconds)),
+                           "load_avg_1m": os.getloadavg()[0]}  # > ~2.5: something else ran on the 2 cores
                     rows.append(row)
                     print(json.dumps(row), flush=True)
         finally:
