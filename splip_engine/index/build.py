@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,6 @@ from splip_engine.index.kinds import CAN_REMOVE, DEFAULT_MEMORY_BUDGET, IVF_REGR
 from splip_engine.index.recall import recall_at_k, tune_search
 from splip_engine.index.store import ENGINE_HASH_KEY, Store
 
-LOCK_FILE = ".lock"
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +102,17 @@ def update_index(store: Store, index_dir: str | Path, progress: Callable[[int], 
 
 @contextlib.contextmanager
 def _locked(index_dir: Path) -> Iterator[None]:
-    """Hold the index directory's writer lock (released by the OS even if the process is killed)."""
-    with open(index_dir / LOCK_FILE, "a") as lock:
+    """Hold the index directory's writer lock: an advisory flock on the directory itself (no lock
+    file among the index's files), released by the OS even if the process is killed."""
+    fd = os.open(index_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             raise SpLIPError(f"index {index_dir} is being written by another process; wait for it to finish") from e
         yield
+    finally:
+        os.close(fd)
 
 
 def _check_same_engine(store: Store, index: GalleryIndex, index_dir: Path) -> None:

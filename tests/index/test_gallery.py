@@ -2,6 +2,8 @@
 queries, save/load (also interrupted), bad input."""
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 
 import numpy as np
@@ -343,3 +345,11 @@ def test_update_with_nothing_new_keeps_the_version_and_refuses_another_engine_or
     with pytest.raises(SpLIPError, match="is not a gallery index"):
         update_index(other, tmp_path / "nowhere")
     assert not (tmp_path / "nowhere").exists()
+    fd = os.open(tmp_path / "idx", os.O_RDONLY)  # another writer holds the directory's lock
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(SpLIPError, match="is being written by another process"):
+            update_index(_write_store(tmp_path / "v3", range(501), update_rows), tmp_path / "idx")
+    finally:
+        os.close(fd)
+    assert update_index(open_store(tmp_path / "v3"), tmp_path / "idx")["version"] == 2  # lock released
