@@ -95,6 +95,11 @@ class Server:
         while httpx.get(f"{self.url}/v2/health/ready", headers=auth()).status_code != 200:
             time.sleep(0.1)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU the server process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(60)
@@ -153,8 +158,12 @@ def main() -> None:
             for endpoint in ("search", "v2"):
                 for clients in CLIENTS:
                     seconds = args.seconds * (2 if clip_model != "tiny" else 1)
+                    server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
                     row = {"engine": clip_model, "endpoint": endpoint,
                            **asyncio.run(load(server.url, endpoint, png, clients, seconds)),
+                           # CPU over warm-up + load: where the 2 cores went (server vs these clients)
+                           "server_cpu_s": round(server.cpu_seconds() - server_cpu, 1),
+                           "client_cpu_s": round(time.process_time() - client_cpu, 1),
                            "load_avg_1m": os.getloadavg()[0]}  # > ~2.5: something else ran on the 2 cores
                     rows.append(row)
                     print(json.dumps(row), flush=True)
