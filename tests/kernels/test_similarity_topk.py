@@ -6,6 +6,7 @@ import torch
 
 from splip_engine.errors import SpLIPError
 from splip_engine.kernels import (
+    SIMILARITY_ATOL,
     KernelUnavailableError,
     poisoned_empty,
     similarity_topk,
@@ -13,9 +14,7 @@ from splip_engine.kernels import (
 )
 from splip_engine.kernels import similarity as similarity_module
 
-# Scores vs the float32 reference: identical float32 products (float16 ones are exact in float32),
-# only the summation order differs.
-ATOL = 1e-4
+ATOL = SIMILARITY_ATOL  # shared with benchmarks/gpu_suite.py (reason in kernels/reference.py)
 
 
 def _data(n_queries: int, n_gallery: int, dim: int, query_dtype: torch.dtype, gallery_dtype: torch.dtype, device: str):
