@@ -193,3 +193,13 @@ def test_stopped_batch_worker_makes_healthz_and_search_503(tiny_encoder, gallery
         assert health.status_code == 503 and health.json()["status"] == "batch worker stopped"
         search = _post(url, sketches[0])
         assert search.status_code == 503 and "shutting down" in search.json()["detail"]
+
+
+@pytest.mark.parametrize("content_type", ["image/svg+xml", "application/x-ndjson", "application/json"])
+def test_svg_and_quickdraw_bodies_go_to_the_same_decoder(server, tiny_encoder, gallery_index, content_type):
+    from data.imagefactory import STROKES, quickdraw_line, strokes_svg
+
+    body = strokes_svg() if content_type == "image/svg+xml" else quickdraw_line(STROKES)
+    response = httpx.post(f"{server}/search", params={"k": 5}, content=body, headers={"Content-Type": content_type},
+                          timeout=TIMEOUT)
+    _assert_matches_python_api(response, tiny_encoder, gallery_index, body, 5)

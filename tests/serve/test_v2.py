@@ -175,3 +175,11 @@ def test_malformed_requests_are_400_with_the_protocol_error_and_the_server_keeps
     assert _ids(result, 0) == reference_search(
         tiny_encoder, gallery_index, [png], 3)[1][0].tolist()
     assert client.get_model_metadata("splip")["parameters"]["index_size"] == len(gallery_index)
+
+
+def test_svg_and_quickdraw_images_as_json_strings(client, tiny_encoder, gallery_index):
+    from data.imagefactory import STROKES, quickdraw_line, strokes_svg
+
+    files = [strokes_svg(), quickdraw_line(STROKES)]  # UTF-8 text: a JSON BYTES tensor can carry them
+    result = client.infer("splip", [_image_input(files, binary=False)], outputs=_outputs(False), parameters={"k": 4})
+    assert _ids(result) == reference_search(tiny_encoder, gallery_index, files, 4)[1].tolist()
