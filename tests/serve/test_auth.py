@@ -133,7 +133,8 @@ def test_graceful_shutdown_finishes_in_flight_requests_and_takes_no_new_ones(tin
         encoder.gate.clear()
         in_flight = [pool.submit(httpx.post, f"{url}/search", params={"k": 3}, content=png,
                                  headers={"Content-Type": "image/png"}, timeout=TIMEOUT) for png in sketches[:4]]
-        wait_until(lambda: app.state.service.batcher.depth() + 1 >= 2)  # one running, the others queued
+        # all four inside the server: one held by the gate in the batch worker, three queued behind it
+        wait_until(lambda: app.state.service.batcher.depth() == 3, timeout=30)
         server.should_exit = True  # what uvicorn does on SIGTERM
         wait_until(lambda: not any(s.is_serving() for s in server.servers))  # stopped listening at once
         with pytest.raises(httpx.ConnectError):
