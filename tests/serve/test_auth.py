@@ -127,7 +127,7 @@ def test_the_token_comes_from_its_file_or_the_environment_and_must_be_long(tmp_p
 def test_graceful_shutdown_finishes_in_flight_requests_and_takes_no_new_ones(tiny_encoder, gallery_index, sketches):
     encoder = GatedEncoder(tiny_encoder)  # holds the batch worker: the requests stay in flight
     encoder.gate.set()
-    app = create_app(encoder, gallery_index, ServeSettings(max_batch=4, max_wait_ms=0))
+    app = create_app(encoder, gallery_index, ServeSettings(max_batch=1, max_wait_ms=0))  # one request per batch
     with serving_thread(app) as (url, server), ThreadPoolExecutor(4) as pool:
         wait_until(app.state.service.is_ready)
         encoder.gate.clear()
