@@ -73,3 +73,8 @@ def command(ctx: click.Context, store_dir: Path, index_dir: Path, update: bool, 
             f"tuned {report['tuned']} for {report['target_recall']:.2f} on the other half")
         click.echo(f"recall@{report['k']} vs exact flat on {report['recall_queries']} queries: "
                    f"{report['recall']:.4f} ({how})")
+        if not report["target_reached"]:
+            click.echo(f"warning: recall@{report['k']} {report['recall']:.4f} is BELOW the target "
+                       f"{report['target_recall']:.2f} (the tuning half reached {report['tuned_recall']:.4f} at the "
+                       "largest search parameters tried); use --kind flat (exact) or --kind hnsw for this gallery",
+                       err=True)

@@ -108,13 +108,20 @@ def test_tune_search_picks_the_cheapest_params_reaching_the_target(queries, rest
     index, exact = restored["ivfpq"], restored["flat"]
     tuned = tune_search(index, exact, queries, K, target_recall=0.95)
     k_factor, nprobe = tuned["params"]["k_factor"], tuned["params"]["nprobe"]
-    assert tuned["recall"] >= 0.95 and recall_at_k(index, exact, queries, K) == tuned["recall"]
+    assert tuned["reached"] and tuned["recall"] >= 0.95 and recall_at_k(index, exact, queries, K) == tuned["recall"]
     assert (index.info["params"]["k_factor"], index.info["params"]["nprobe"]) == (k_factor, nprobe) and nprobe > 1
-    index.set_search_params(nprobe=nprobe // 2)  # the previous step of the nprobe ladder falls short
+    index.set_search_params(nprobe=nprobe // 2, k_factor=512)  # fewer lists fall short even re-ranking the most
     assert recall_at_k(index, exact, queries, K) < 0.95
-    if k_factor > 4:  # so does the previous re-ranking depth, even probing every list
-        index.set_search_params(k_factor=k_factor // 2, nprobe=index.info["params"]["nlist"])
+    if k_factor > 4:  # so does the previous re-ranking depth on the same lists
+        index.set_search_params(k_factor=k_factor // 2, nprobe=nprobe)
         assert recall_at_k(index, exact, queries, K) < 0.95
+
+
+def test_tune_search_says_when_no_params_reach_the_target_and_keeps_the_best(queries, restored):
+    index, exact = restored["ivfpq"], restored["flat"]
+    tuned = tune_search(index, exact, queries, K, target_recall=1.01)  # unreachable
+    assert not tuned["reached"] and tuned["recall"] == max(recall for _, recall in tuned["tried"]) < 1.01
+    assert recall_at_k(index, exact, queries, K) == tuned["recall"]
 
 
 @pytest.mark.parametrize("kind", ["flat", "ivfpq", "hnsw"])

@@ -239,21 +239,22 @@ def test_sigkill_mid_run_then_resume_gives_exactly_one_row_per_input(tiny_checkp
 @pytest.mark.parametrize("workers", [0, 2])
 def test_sigkill_in_the_middle_of_a_shard_then_rerun_stores_every_good_record_once(
         workers, tiny_engine_dir, tiny_ort_encoder, tmp_path):
-    photos = photo_jpegs(300, seed=2)
+    n_good = 600  # 6 shards: the first one goes partial after 16 of 600 records, so the kill lands mid-run
+    photos = photo_jpegs(n_good, seed=2)
     shards = write_shards(tmp_path / "shards", photos, per_shard=100)
-    (tmp_path / "shards" / "00003.tar").write_bytes(b"")  # an empty shard, listed on both runs once
+    (tmp_path / "shards" / "00006.tar").write_bytes(b"")  # an empty shard, listed on both runs once
     command = [sys.executable, "-m", "splip_engine", "embed", "--engine", str(tiny_engine_dir), "--input",
                str(tmp_path / "shards"), "--out", str(tmp_path / "store"), "--batch-size", "4", "--shard-size", "16",
                "--workers", str(workers), "--backend", "onnxruntime", "--device", "cpu"]
     _kill_when(command, tmp_path / "store", lambda info: "partial" in info["units"].values())  # mid-shard
     killed = open_store(tmp_path / "store")
-    assert 0 < killed.count < 300 and "partial" in killed.units.values()
+    assert 0 < killed.count < n_good and "partial" in killed.units.values()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
     store = open_store(tmp_path / "store")
     ids = list(store.ids)
-    assert len(ids) == len(set(ids)) == 300  # every good record exactly once
+    assert len(ids) == len(set(ids)) == n_good  # every good record exactly once
     assert sorted(ids) == sorted(f"{int(k) // 100:05d}/{k}" for k in photos)
-    assert [e["id"] for e in store.errors()] == ["00003/"]
+    assert [e["id"] for e in store.errors()] == ["00006/"]
     assert set(store.units.values()) == {"done"} and len(store.units) == len(shards) + 1
     expected = tiny_ort_encoder.embed([photos[i.split("/")[1]] for i in ids], "photo")
     np.testing.assert_allclose(store.embeddings(np.float32), expected, atol=2e-3)
