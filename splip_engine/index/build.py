@@ -153,4 +153,5 @@ def _evaluate(index: GalleryIndex, store: Store, queries: np.ndarray, k: int, ta
     tuned = tune_search(index, exact, tune, k, target)
     recall = recall_at_k(index, exact, held_out, k)
     return {"recall": recall, "recall_queries": len(held_out), "k": k, "tuned": tuned["params"],
-            "tuned_recall": tuned["recall"], "target_recall": target, "target_reached": recall >= target}
+            "tuned_recall": tuned["recall"], "tuned_reached": tuned["reached"], "target_recall": target,
+            "target_reached": recall >= target}

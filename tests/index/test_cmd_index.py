@@ -41,7 +41,7 @@ def test_index_reports_recall_on_eval_queries(store, tmp_path):
     assert "built hnsw index of 500 x 16" in result.output
     assert "recall@10 vs exact flat on 20 queries: " in result.output  # held-out half
     recall = float(result.output.split("queries: ")[1].split()[0])
-    assert 0.95 <= recall <= 1.0
+    assert 0.95 <= recall <= 1.0 and "BELOW the target" not in result.output
 
 
 def test_index_refuses_a_missing_store_and_bad_queries(store, tmp_path):

@@ -369,3 +369,11 @@ def test_update_with_nothing_new_keeps_the_version_and_refuses_another_engine_or
     finally:
         os.close(fd)
     assert update_index(open_store(tmp_path / "v3"), tmp_path / "idx")["version"] == 2  # lock released
+
+
+def test_build_reports_when_the_recall_target_is_not_reached_and_keeps_the_best_params(tmp_path, update_rows):
+    store = _write_store(tmp_path / "v1", range(UPDATE_N), update_rows)
+    queries = synthetic_queries(8, UPDATE_DIM, 100)[0]
+    missed = build_index(store, tmp_path / "b", "ivfpq", eval_queries=queries, k=20, target_recall=1.01)
+    assert not missed["target_reached"] and not missed["tuned_reached"] and missed["recall"] <= 1.0
+    assert GalleryIndex.load(tmp_path / "b").info["params"]["nprobe"] == missed["tuned"]["nprobe"]  # the best kept
