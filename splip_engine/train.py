@@ -16,6 +16,7 @@ import torch
 
 from splip_engine.checkpoint import save_checkpoint
 from splip_engine.config import SpLIPConfig
+from splip_engine.cpu_threads import torch_threads, training_threads
 from splip_engine.errors import SpLIPError
 from splip_engine.io_utils import write_text_atomic, write_with_atomic
 
@@ -159,7 +160,15 @@ def _append_log(out: Path, record: dict[str, Any]) -> None:
 
 
 def run_train(model_cfg: SpLIPConfig, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainReport:
-    """Train SpLIP prompts on the seen classes of `cfg`'s dataset; write checkpoints into `cfg.out`."""
+    """Train SpLIP prompts on the seen classes of `cfg`'s dataset; write checkpoints into `cfg.out`.
+    On CPU with the intra-op thread count of `training_threads` (a shared machine's cores)."""
+    if _device(cfg.device).type != "cpu":
+        return _run_train(model_cfg, cfg, resume, progress)
+    with torch_threads(training_threads(model_cfg.clip_model, cfg.workers)):
+        return _run_train(model_cfg, cfg, resume, progress)
+
+
+def _run_train(model_cfg: SpLIPConfig, cfg: TrainConfig, resume: bool, progress: bool) -> TrainReport:
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
