@@ -36,6 +36,7 @@ from .graph import (
 )
 from .manifest import MANIFEST_FILE, MANIFEST_FORMAT_VERSION, describe_file, write_manifest
 from .precision import convert_precision
+from .validate import onnx_problem
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ FORMATS = ("onnx", "tensorrt", "all")
 DEFAULT_MAX_BATCH = 64
 PREPROCESS = {"sketch": "pad_square_white", "photo": "resize_center_crop"}
 CHECKPOINT_DIR = "checkpoint"
-TIMING_CACHE_FILE = "timing.cache"
 
 
 @dataclass
@@ -54,6 +54,7 @@ class ExportReport:
     precision: str
     parity: dict[str, dict] = field(default_factory=dict)
     fused_attention: dict[str, dict] = field(default_factory=dict)
+    onnx_check: dict[str, str] = field(default_factory=dict)
     tensorrt: dict[str, Any] | None = None
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -75,13 +76,22 @@ class ExportReport:
         out = []
         for tower, fused in self.fused_attention.items():
             out.append(f"{tower}: {fused['count']}/{fused['expected']} attention layers fused ({fused['op_type']})")
+        for tower, verdict in self.onnx_check.items():
+            out.append(f"{tower}: {'valid ONNX' if verdict == 'valid' else 'INVALID ONNX: ' + verdict} "
+                       "(onnx.checker full_check, strict shape inference)")
         for name, report in self.parity.items():
-            out.append(f"{name} {self.precision} parity vs PyTorch fp32: {_metrics_line(report)}")
+            where = f" (onnxruntime on {report['device']})" if "device" in report else ""
+            out.append(f"{name} {self.precision} parity vs PyTorch fp32{where}: {_metrics_line(report)}")
         if self.tensorrt:
             for plan, report in self.tensorrt.get("parity", {}).items():
                 out.append(f"{plan} TensorRT {self.precision} parity vs PyTorch fp32: {_metrics_line(report)}")
             for tower, info in self.tensorrt.get("inspection", {}).items():
-                out.append(f"{tower} TensorRT: {info['mha_layers']} fused MHA layers of {info['layers']}")
+                out.append(f"{tower} TensorRT {self.tensorrt['version']} ({self.tensorrt['typing']} typing): "
+                           f"attention fused: {info['mha_fused']} ({info['mha_layers']} attention kernels, "
+                           f"{info['softmax_layers']} separate softmax, {info['layers']} layers)")
+            cache = self.tensorrt["timing_cache"]
+            out.append(f"TensorRT timing cache {cache['file']}: "
+                       + (f"reused ({cache['bytes_in']} bytes)" if cache["reused"] else "new"))
         out += [f"note: {n}" for n in self.notes]
         if self.files:
             out.append(f"wrote {self.out_dir}: {', '.join(self.files)}")
@@ -120,15 +130,18 @@ def _resolve_model(model_or_checkpoint: SpLIP | str | Path) -> SpLIP:
 def export_engines(model_or_checkpoint: SpLIP | str | Path, out_dir: str | Path = "engines", fp16: bool = False,
                    int8: bool = False, formats: str | Sequence[str] = ("onnx",), opset: int = 23,
                    max_batch: int = DEFAULT_MAX_BATCH, allow_unfused: bool = False,
-                   thresholds: dict[str, float] | None = None, triton_repo: str | Path | None = None) -> ExportReport:
+                   thresholds: dict[str, float] | None = None, triton_repo: str | Path | None = None,
+                   tensorrt_typing: str = "auto") -> ExportReport:
     """Export the sketch and photo encoders of a SpLIP model (or checkpoint dir) to `out_dir`.
 
+    `tensorrt_typing`: "auto" (strong on TensorRT 11 and >= 10.12, weak before), "strong" or
+    "weak" (10.x only); see export/tensorrt.py.
     `thresholds` overrides parity bounds of the exported precision (metric -> bound, see
     parity.DEFAULT_THRESHOLDS). Nothing is written unless every check passes; the returned
     report says what was checked and written. Formats with TensorRT need TensorRT and a GPU:
     without them `all` writes the ONNX engines and notes it, `tensorrt` writes them and fails.
     """
-    from .tensorrt import tensorrt_unavailable
+    from .tensorrt import TYPINGS, tensorrt_unavailable
 
     out_dir = Path(out_dir)
     precision = _precision(fp16, int8)
@@ -139,6 +152,8 @@ def export_engines(model_or_checkpoint: SpLIP | str | Path, out_dir: str | Path 
         raise SpLIPError(f"max_batch={max_batch}: must be >= 1")
     if "tensorrt" in wanted and precision == "int8":
         raise SpLIPError("--int8 engines are for ONNX Runtime on CPU; TensorRT plans are fp32/fp16: use --format onnx")
+    if tensorrt_typing not in TYPINGS:
+        raise SpLIPError(f"tensorrt_typing={tensorrt_typing!r}: choose one of {TYPINGS}")
     bounds = parity.resolve_thresholds(precision, thresholds)
     import_onnxruntime()
     model = _resolve_model(model_or_checkpoint)
@@ -147,12 +162,13 @@ def export_engines(model_or_checkpoint: SpLIP | str | Path, out_dir: str | Path 
     trt_reason = tensorrt_unavailable() if "tensorrt" in wanted else None
     probe = parity.probe_images(model.image_size)
     references = {m: parity.embed_batched(parity.torch_embedder(model, m), probe) for m in MODALITIES}
-    graphs = {m: export_checked_tower(model, m, opset, precision, bounds, probe, references[m], allow_unfused, report)
-              for m in MODALITIES}
+    device = parity.serving_device()
+    graphs = {m: export_checked_tower(model, m, opset, precision, bounds, probe, references[m], allow_unfused, report,
+                                      device) for m in MODALITIES}
     plans, timing_cache = {}, b""
     if "tensorrt" in wanted and not trt_reason:
         plans, timing_cache = _build_checked_plans(model, opset, precision, bounds, probe, references, max_batch,
-                                                   out_dir, report)
+                                                   out_dir, report, tensorrt_typing)
     if report.errors:  # a gate failed: nothing is written
         return report
     _write_engine_dir(model, out_dir, graphs, plans, timing_cache, precision, opset, thresholds or {}, report)
@@ -169,10 +185,12 @@ def export_engines(model_or_checkpoint: SpLIP | str | Path, out_dir: str | Path 
 
 
 def export_checked_tower(model: SpLIP, modality: str, opset: int, precision: str, bounds: dict[str, float],
-                         probe: np.ndarray, reference: np.ndarray, allow_unfused: bool, report: ExportReport):
-    """Trace one tower, count its fused attention, lower its precision and gate it against the
-    PyTorch `reference` embeddings (n, D) of `probe` (the fp32 graph first, then the lowered
-    one); results go into `report`. Returns the engine's onnx.ModelProto."""
+                         probe: np.ndarray, reference: np.ndarray, allow_unfused: bool, report: ExportReport,
+                         device: str = "cpu"):
+    """Trace one tower, count its fused attention, lower its precision, check it is valid ONNX
+    and gate it against the PyTorch `reference` embeddings (n, D) of `probe`: the fp32 graph on
+    CPU first, then the engine on ONNX Runtime on `device` (where it will be served; int8
+    engines always on CPU); results go into `report`. Returns the engine's onnx.ModelProto."""
     graph = export_tower(model, modality, opset=opset, attention="contrib")
     count, op_type = count_fused_attention(graph)
     expected = expected_attention_count(model)
@@ -182,15 +200,16 @@ def export_checked_tower(model: SpLIP, modality: str, opset: int, precision: str
     if not fused_ok:
         report.errors.append(f"{modality} tower: {count} fused attention nodes, expected {expected} (one per "
                              "transformer layer); pass --allow-unfused to export it anyway")
-    fp32_check = parity.compare(reference, parity.embed_batched(parity.onnxruntime_embedder(graph), probe),
-                                parity.resolve_thresholds("fp32"))
-    engine = graph
-    if precision == "fp32":
-        result = fp32_check
-    else:
-        engine = convert_precision(graph, precision)
-        result = parity.compare(reference, parity.embed_batched(parity.onnxruntime_embedder(engine), probe), bounds)
-        result["fp32_graph"] = fp32_check
+    fp32_check = _gate(graph, "cpu", probe, reference, parity.resolve_thresholds("fp32"))
+    engine = convert_precision(graph, precision)
+    problem = onnx_problem(engine)
+    report.onnx_check[modality] = problem or "valid"
+    if problem:
+        report.errors.append(f"{modality} tower: the {precision} graph is not valid ONNX ({problem})")
+    served_on = "cpu" if precision == "int8" else device
+    result = fp32_check
+    if precision != "fp32" or served_on != "cpu":
+        result = {**_gate(engine, served_on, probe, reference, bounds), "fp32_graph": fp32_check}
         if not fp32_check["passed"]:
             result["passed"] = False
             result["failed"] = [f"fp32 graph: {f}" for f in fp32_check["failed"]] + result["failed"]
@@ -201,27 +220,39 @@ def export_checked_tower(model: SpLIP, modality: str, opset: int, precision: str
     return engine
 
 
+def _gate(graph, device: str, probe: np.ndarray, reference: np.ndarray, bounds: dict[str, float]) -> dict:
+    """Parity report of `graph` on ONNX Runtime on `device` vs `reference`, with the provider it ran on."""
+    embed = parity.onnxruntime_embedder(graph, device=device)
+    return {**parity.compare(reference, parity.embed_batched(embed, probe), bounds), "device": embed.device}
+
+
 def _build_checked_plans(model: SpLIP, opset: int, precision: str, bounds: dict[str, float], probe: np.ndarray,
-                         references: dict[str, np.ndarray], max_batch: int, out_dir: Path,
-                         report: ExportReport) -> tuple[dict[str, bytes], bytes]:
-    """Build the throughput and latency plans of both towers and gate each through TensorRT."""
+                         references: dict[str, np.ndarray], max_batch: int, out_dir: Path, report: ExportReport,
+                         typing: str) -> tuple[dict[str, bytes], bytes]:
+    """Build the throughput and latency plans of both towers and gate each through TensorRT.
+    The timing cache of this GPU + TensorRT version is read from `out_dir` and handed to every build."""
     from . import tensorrt as trt_export
 
-    cache_path = out_dir / TIMING_CACHE_FILE
-    timing_cache = cache_path.read_bytes() if cache_path.is_file() else b""
+    version = trt_export.tensorrt_version()
+    typing = trt_export.plan_typing(version, typing)
+    key = trt_export.current_timing_cache_key()
+    timing_cache = trt_export.load_timing_cache(out_dir, key)
     plans: dict[str, bytes] = {}
     profiles = trt_export.plan_profiles(max_batch)
     info: dict[str, Any] = {
-        "version": trt_export.tensorrt_version(), "opset": trt_export.TENSORRT_OPSET, "max_batch": max_batch,
+        "version": version, "typing": typing, "opset": trt_export.TENSORRT_OPSET, "max_batch": max_batch,
         "plans": {}, "latency_plans": {}, "inspection": {}, "parity": {},
         "profiles": {p.name: {"min_batch": p.min_batch, "opt_batch": p.opt_batch, "max_batch": p.max_batch}
                      for p in profiles},
+        "timing_cache": {**key, "reused": bool(timing_cache), "bytes_in": len(timing_cache)},
     }
+    fp16 = precision == "fp16"
     for modality in MODALITIES:
         graph = export_tower(model, modality, opset=min(opset, trt_export.TENSORRT_OPSET), attention="math")
+        onnx_bytes = trt_export.plan_onnx(graph, fp16, typing).SerializeToString()
         for profile in profiles:
-            plan, timing_cache = trt_export.build_plan(graph.SerializeToString(), model.image_size, profile,
-                                                       fp16=precision == "fp16", timing_cache=timing_cache)
+            plan, timing_cache = trt_export.build_plan(onnx_bytes, model.image_size, profile, fp16=fp16,
+                                                       typing=typing, timing_cache=timing_cache)
             throughput = profile.name == "throughput"
             name = f"{modality}.plan" if throughput else f"{modality}.b1.plan"
             plans[name] = plan
@@ -255,9 +286,10 @@ def _write_engine_dir(model: SpLIP, out_dir: Path, graphs: dict, plans: dict[str
     for name, plan in plans.items():
         write_bytes_atomic(out_dir / name, plan)
         files[name] = describe_file(out_dir, name, "tensorrt", name.split(".")[0])
-    if timing_cache:
-        write_bytes_atomic(out_dir / TIMING_CACHE_FILE, timing_cache)
-        files[TIMING_CACHE_FILE] = describe_file(out_dir, TIMING_CACHE_FILE, "tensorrt-timing-cache")
+    if timing_cache:  # named for this GPU + TensorRT version (tensorrt.timing_cache_name)
+        cache_file = report.tensorrt["timing_cache"]["file"]
+        write_bytes_atomic(out_dir / cache_file, timing_cache)
+        files[cache_file] = describe_file(out_dir, cache_file, "tensorrt-timing-cache")
     save_checkpoint(model, out_dir / CHECKPOINT_DIR)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         relative = f"{CHECKPOINT_DIR}/{name}"
@@ -300,6 +332,7 @@ def _manifest(model: SpLIP, precision: str, opset: int, overrides: dict[str, flo
         "parity": report.parity,
         "threshold_overrides": dict(overrides),
         "fused_attention": report.fused_attention,
+        "onnx_check": report.onnx_check,
     }
     if report.tensorrt:
         manifest["tensorrt"] = report.tensorrt

@@ -23,6 +23,10 @@ DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
     "fp32": {"max_abs_diff": 1e-4},  # same math, different kernels: float32 rounding only
     "fp16": {"min_cosine": 0.999, "top10_agreement": 1.0},  # rounding must not move embeddings or neighbours
     "int8": {"top10_agreement": 0.9},  # quantization may reorder near ties, not the neighbours
+    # the torch engine's bf16 (8 significant bits, ~8x fp16's rounding): embeddings still within
+    # cosine 0.999, but a near tie at the top-10 cut may swap beyond fp16's tie tolerance (measured
+    # on random ViT-B/32 and tiny: min cosine 0.99994 / 0.99997, top-10 agreement 0.9875 both)
+    "bf16": {"min_cosine": 0.999, "top10_agreement": 0.95},
 }
 PROBE_SIZE = 40
 PROBE_QUERIES = 8
@@ -58,22 +62,34 @@ def probe_images(image_size: int, n: int = PROBE_SIZE, seed: int = 0) -> np.ndar
     return images.numpy().astype(np.float32)
 
 
-def onnxruntime_embedder(graph, threads: int = 0, spinning: bool = True) -> Embedder:
-    """An onnx.ModelProto on ONNX Runtime's CPU provider (all graph optimisations on).
-    `spinning=False` makes idle pool threads sleep instead of spin: needed when other engines
-    share the cores (benchmarks interleave them), at ~4% batch-1 latency when alone."""
+def onnxruntime_embedder(graph, threads: int = 0, spinning: bool = True, device: str = "cpu") -> Embedder:
+    """An onnx.ModelProto on ONNX Runtime on `device` (all graph optimisations on); the session's
+    providers are checked (a CUDA -> CPU fallback warns and runs on CPU: `embed.device` says
+    where it ran). `spinning=False` makes idle pool threads sleep instead of spin: needed when
+    other engines share the cores (benchmarks interleave them), at ~4% batch-1 latency when alone."""
+    from splip_engine.ort_session import open_session
+
     ort = import_onnxruntime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads  # 0: ORT's default, one per core
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session, ran_on = open_session(graph.SerializeToString(), device, options, strict=False, what="the probe graph")
     input_name = session.get_inputs()[0].name
 
     def embed(pixels: np.ndarray) -> np.ndarray:
         return session.run(None, {input_name: pixels})[0]
 
+    embed.device = ran_on
     return embed
+
+
+def serving_device() -> str:
+    """Where ONNX Runtime engines will be served on this machine: cuda when a GPU is visible and
+    the onnxruntime package has its CUDA provider, else cpu (the export gate runs there)."""
+    from splip_engine.ort_session import ort_cuda_built
+
+    return "cuda" if torch.cuda.is_available() and ort_cuda_built() else "cpu"
 
 
 def torch_embedder(model: SpLIP, modality: str) -> Embedder:

@@ -15,7 +15,12 @@ from splip_engine.errors import SpLIPError
 from splip_engine.optional import import_onnxruntime
 
 PRECISIONS = ("fp32", "fp16", "int8")
-FP16_BLOCKED_OPS = ["LayerNormalization", "Softmax"]
+FP16_BLOCKED_OPS = ("LayerNormalization", "Softmax")
+"""Ops run in float32 in fp16 engines for ONNX Runtime."""
+TENSORRT_FP16_BLOCKED_OPS = ("LayerNormalization",)
+"""The same for TensorRT's strongly typed fp16 plans: Softmax stays in fp16 there, so that the
+builder can fuse MatMul-Softmax-MatMul into its MHA kernels (which accumulate in float32); a
+float32 Softmax island between two fp16 MatMuls blocks that fusion."""
 INT8_OP_TYPES = ["MatMul", "Gemm"]
 
 
@@ -30,21 +35,32 @@ def _normalisation_nodes(graph) -> list[str]:
     return names
 
 
-def to_fp16(graph):
-    """fp16 copy of an fp32 onnx.ModelProto; float32 graph input/output kept."""
+def to_fp16(graph, blocked_ops: tuple[str, ...] = FP16_BLOCKED_OPS):
+    """fp16 copy of an fp32 onnx.ModelProto; float32 graph input/output kept, `blocked_ops` and
+    the final normalisation run in float32."""
     import_onnxruntime()
     from onnxruntime.transformers.float16 import convert_float_to_float16
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     blocked_nodes = _normalisation_nodes(graph)
     half = convert_float_to_float16(
-        graph, keep_io_types=True, op_block_list=FP16_BLOCKED_OPS, node_block_list=blocked_nodes,
+        graph, keep_io_types=True, op_block_list=list(blocked_ops), node_block_list=blocked_nodes,
     )
-    fp32_values = {out for node in half.graph.node if node.name in blocked_nodes or node.op_type in FP16_BLOCKED_OPS
+    fp32_values = {out for node in half.graph.node if node.name in blocked_nodes or node.op_type in blocked_ops
                    for out in node.output}
     _drop_round_trips(half, fp32_values)
     OnnxModel(half).topological_sort()  # the converter appends its Casts at the end
-    return half
+    return _refresh_value_info(half)
+
+
+def _refresh_value_info(graph):
+    """Drop the converter's value_info and infer it again. It leaves float32 entries for
+    initializers it turned into float16, which strict consumers (onnx.checker full_check,
+    TensorRT's parser) reject: "Inferred elem type differs from existing elem type"."""
+    import onnx
+
+    del graph.graph.value_info[:]
+    return onnx.shape_inference.infer_shapes(graph, strict_mode=True)
 
 
 def _drop_round_trips(graph, fp32_values: set[str]) -> None:
@@ -96,12 +112,12 @@ def to_int8(graph):
         return onnx.load(str(out))
 
 
-def convert_precision(graph, precision: str):
-    """fp32 graph -> graph in `precision` (one of PRECISIONS)."""
+def convert_precision(graph, precision: str, blocked_ops: tuple[str, ...] = FP16_BLOCKED_OPS):
+    """fp32 graph -> graph in `precision` (one of PRECISIONS); `blocked_ops`: see to_fp16."""
     if precision == "fp32":
         return graph
     if precision == "fp16":
-        return to_fp16(graph)
+        return to_fp16(graph, blocked_ops)
     if precision == "int8":
         return to_int8(graph)
     raise SpLIPError(f"precision={precision!r}: choose one of {PRECISIONS}")

@@ -2,7 +2,8 @@
 
 - attention: fused_attention, one-kernel softmax(q k^T / sqrt(Dh)) v (flash-attention style)
 - similarity: similarity_topk, fused inner products + running top-k over a float16 gallery
-- reference: attention_reference, similarity_topk_reference (float32 eager), poisoned_empty (checks)
+- reference: attention_reference, similarity_topk_reference (float32 eager), their tolerances,
+  attention_inputs, poisoned_empty (checks)
 - _launch: when a kernel may run (CUDA, or TRITON_INTERPRET=1 on CPU) and lazy jitting
 
 Kernels run on CUDA tensors, or on CPU under TRITON_INTERPRET=1 (Triton's interpreter, for
@@ -10,11 +11,21 @@ tests); anything else raises KernelUnavailableError rather than falling back sil
 """
 from ._launch import KernelUnavailableError
 from .attention import fused_attention
-from .reference import attention_reference, poisoned_empty, similarity_topk_reference
+from .reference import (
+    ATTENTION_ATOL,
+    SIMILARITY_ATOL,
+    attention_inputs,
+    attention_reference,
+    poisoned_empty,
+    similarity_topk_reference,
+)
 from .similarity import similarity_topk
 
 __all__ = [
+    "ATTENTION_ATOL",
+    "SIMILARITY_ATOL",
     "KernelUnavailableError",
+    "attention_inputs",
     "attention_reference",
     "fused_attention",
     "poisoned_empty",

@@ -15,12 +15,28 @@ import torch
 
 from splip_engine.errors import SpLIPError
 
+MIN_TRITON = (3, 4)
+"""tl.topk (similarity) and triton.knobs (interpreter switch) arrived in Triton 3.4."""
+
 try:
     import triton
 except ImportError as e:  # torch wheels for CUDA on Linux ship it; other builds may not
     raise SpLIPError(
         "splip_engine.kernels needs Triton: pip install triton (or use kernels='torch')"
     ) from e
+
+
+def triton_too_old(version: str) -> str | None:
+    """None when Triton `version` has what the kernels use, else the reason and the fix."""
+    parts = [int(p) for p in version.split("+")[0].split(".")[:2] if p.isdigit()]
+    if len(parts) == 2 and tuple(parts) >= MIN_TRITON:
+        return None
+    return (f"Triton {version} is too old for splip_engine.kernels (needs >= {'.'.join(map(str, MIN_TRITON))} for "
+            "tl.topk and triton.knobs): pip install 'triton>=3.4', or use kernels='torch'")
+
+
+if triton_too_old(triton.__version__):
+    raise SpLIPError(triton_too_old(triton.__version__))
 
 
 class KernelUnavailableError(SpLIPError):

@@ -35,7 +35,26 @@ def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
 
     The result is a (B, H, N, Dh) view of (B, N, H, Dh) memory, so merging the heads afterwards
     (`out.transpose(1, 2).reshape(B, N, H * Dh)`) is free. Inference only (no backward).
+    Under torch.compile it is the opaque op `splip_kernels::fused_attention` (dynamo does not
+    trace the launch; inductor calls the kernel as is, and CUDA graphs capture it).
     """
+    if torch.compiler.is_compiling():
+        return torch.ops.splip_kernels.fused_attention(q, k, v, bool(causal))
+    return _fused_attention(q, k, v, bool(causal))
+
+
+@torch.library.custom_op("splip_kernels::fused_attention", mutates_args=())
+def _fused_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+    return _fused_attention(q, k, v, causal)
+
+
+@_fused_attention_op.register_fake
+def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+    batch, heads, seq, head_dim = q.shape
+    return q.new_empty((batch, seq, heads, head_dim)).transpose(1, 2)
+
+
+def _fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
     _check_qkv(q, k, v)
     check_launchable("fused_attention", (q, k, v))
     batch, heads, seq, head_dim = q.shape

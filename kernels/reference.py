@@ -1,11 +1,29 @@
-"""Eager PyTorch references for the kernels, computed in float32, and `poisoned_empty`: what the
-tests and the GPU suite check the Triton outputs with."""
+"""Eager PyTorch references for the kernels, computed in float32, the tolerances the kernels are
+held to, their inputs as the model makes them, and `poisoned_empty`: what the tests and the GPU
+suite (benchmarks/gpu_suite.py) check the Triton outputs with, one definition for both."""
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
 
 import torch
+
+ATTENTION_ATOL = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+"""fused_attention vs attention_reference, per dtype: float32 differs only by summation order and
+exp2 vs exp; float16 / bfloat16 round the output and the probabilities fed to P @ V to 11 / 8
+significant bits."""
+SIMILARITY_ATOL = 1e-4
+"""similarity_topk scores vs the float32 reference: identical float32 products (float16 ones are
+exact in float32), only the summation order differs."""
+
+
+def attention_inputs(batch: int, heads: int, seq: int, head_dim: int, dtype: torch.dtype, device: str | torch.device,
+                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Seeded q, k, v (B, H, N, Dh) as the model makes them: strided views of one (B, N, 3, H, Dh)
+    tensor (drawn on `device` with its own generator, so large GPU cases need no host copy)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    qkv = torch.randn(batch, seq, 3, heads, head_dim, generator=gen, device=device).to(dtype)
+    return tuple(qkv.permute(2, 0, 3, 1, 4))
 
 
 def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False) -> torch.Tensor:

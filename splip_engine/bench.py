@@ -43,6 +43,17 @@ class BenchConfig:
     e2e_queries: int = 30
 
     @classmethod
+    def gpu(cls) -> "BenchConfig":
+        """The CUDA encoder table: eager torch fp32 and the torch engine's CUDA variants (plus ONNX
+        Runtime CUDA where onnxruntime-gpu is installed), host arrays in and out; search and the
+        embedding job as in the CPU bench. Device-resident numbers: benchmarks/gpu_suite.py."""
+        from splip_engine.ort_session import ort_cuda_built
+
+        engines = TORCH_CUDA_ENGINES + (("ort_cuda_fp16",) if ort_cuda_built() else ())
+        return cls(batches=(1, 64, 256), modalities=("sketch",), engines=engines, threads=8, rounds=5,
+                   latency_rounds=50, search_sizes=(1_000_000,), search_kinds=("flat",))
+
+    @classmethod
     def quick(cls) -> "BenchConfig":
         return cls(batches=(1, 16), modalities=("sketch",), engines=("torch_fp32", "ort_fp32", "ort_fp16", "ort_int8"),
                    rounds=3, latency_rounds=20, search_sizes=(100_000,),
@@ -95,6 +106,26 @@ def matmul_gflops(threads: int, n: int = 2048, repeats: int = 5) -> dict[str, fl
     return {"torch": 2 * n ** 3 / torch_s / 1e9, "onnxruntime": 2 * n ** 3 / ort_s / 1e9}
 
 
+def cuda_matmul_tflops(dtype: str = "bfloat16", n: int = 8192, repeats: int = 10) -> float:
+    """Best TFLOP/s of an n x n x n matmul on the current CUDA GPU (CUDA events): the measured
+    ceiling GPU rows are a percentage of (bf16 by default, the tensor cores' dense rate)."""
+    import torch
+
+    a = torch.randn(n, n, device="cuda").to(getattr(torch, dtype))
+    b = torch.randn(n, n, device="cuda").to(getattr(torch, dtype))
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end) / 1e3)
+    return 2 * n ** 3 / best / 1e12
+
+
 def peak_matmul_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
     """The CPU's practical ceiling: the best library's fp32 matmul GFLOP/s (see matmul_gflops)."""
     return max(matmul_gflops(threads, n, repeats).values())
@@ -112,8 +143,42 @@ def encoder_gmacs(model, modality: str = "sketch") -> float:
     return counter.get_total_flops() / 2 / 2 / 1e9
 
 
-def build_embedders(model, modality: str, engines: tuple[str, ...], threads: int) -> dict[str, Embedder]:
-    """name -> embedder (pixels (n, 3, S, S) float32 -> (n, D)) for one tower, all on the CPU."""
+def torch_engine_variants() -> dict[str, tuple[str, Any]]:
+    """Bench engine name -> (device, runtime TorchOptions) of the torch engine variants."""
+    from splip_engine.runtime.torch_backend import TorchOptions
+
+    return {
+        "torch_compiled": ("cpu", TorchOptions(compile=True)),
+        "torch_cuda_fp32": ("cuda", TorchOptions(precision="fp32", cuda_graphs=False)),
+        "torch_cuda_fp16": ("cuda", TorchOptions(precision="fp16", cuda_graphs=False)),
+        "torch_cuda_bf16": ("cuda", TorchOptions(precision="bf16", cuda_graphs=False)),
+        "torch_cuda_fp16_graphs": ("cuda", TorchOptions(precision="fp16")),
+        "torch_cuda_fp16_compiled_graphs": ("cuda", TorchOptions(precision="fp16", compile=True)),
+        "torch_cuda_fp16_triton_graphs": ("cuda", TorchOptions(precision="fp16", kernels="triton")),
+    }
+
+
+TORCH_CUDA_ENGINES = ("torch_cuda_fp32", "torch_cuda_fp16", "torch_cuda_bf16", "torch_cuda_fp16_graphs",
+                      "torch_cuda_fp16_compiled_graphs", "torch_cuda_fp16_triton_graphs")
+"""The torch CUDA engine's variants, in the order the tables list them."""
+
+
+def torch_engine(model, options, device: str, batch_size: int):
+    """The runtime's torch engine (TorchEncoder) for a copy of `model` (the engine casts and moves
+    its model) with `options`; its load-time parity gate runs unless the options turn it off."""
+    import copy
+
+    from splip_engine.runtime.torch_backend import TorchEncoder, model_manifest
+
+    return TorchEncoder(copy.deepcopy(model), model_manifest(model), device=device, batch_size=batch_size,
+                        options=options)
+
+
+def build_embedders(model, modality: str, engines: tuple[str, ...], threads: int,
+                    max_batch: int = 128) -> dict[str, Embedder]:
+    """name -> embedder (pixels (n, 3, S, S) float32 host array -> (n, D)) for one tower: eager
+    torch, the torch engine's variants (CPU and CUDA, see _torch_engines) and ONNX Runtime
+    (`ort_<precision>` on CPU, `ort_cuda_<precision>` on CUDA)."""
     import torch
 
     from splip_engine.export.graph import export_tower
@@ -121,13 +186,19 @@ def build_embedders(model, modality: str, engines: tuple[str, ...], threads: int
     from splip_engine.export.precision import convert_precision
 
     torch.set_num_threads(threads)
+    variants = torch_engine_variants()
     embedders: dict[str, Embedder] = {}
     fp32 = export_tower(model, modality) if any(e.startswith("ort_") for e in engines) else None
     for name in engines:
         if name == "torch_fp32":
             embedders[name] = torch_embedder(model, modality)
-        elif name == "torch_compiled":
-            embedders[name] = compiled_torch_embedder(model, modality)
+        elif name in variants:
+            device, options = variants[name]
+            engine = torch_engine(model, options, device, max_batch)
+            embedders[name] = lambda pixels, e=engine: e.embed_pixels(pixels, modality)
+        elif name.startswith("ort_cuda_"):
+            embedders[name] = onnxruntime_embedder(convert_precision(fp32, name[9:]), threads, spinning=False,
+                                                   device="cuda")
         elif name.startswith("ort_"):
             embedders[name] = onnxruntime_embedder(convert_precision(fp32, name[4:]), threads, spinning=False)
         else:
@@ -136,16 +207,12 @@ def build_embedders(model, modality: str, engines: tuple[str, ...], threads: int
 
 
 def compiled_torch_embedder(model, modality: str) -> Embedder:
-    """`torch.compile` (inductor, static shapes: one compile per batch size, done in the warm-up)."""
-    import torch
+    """The torch engine with `torch.compile` on CPU (inductor, static shapes per batch bucket:
+    compiled in the warm-up), ungated: an embedder over host arrays."""
+    from splip_engine.runtime.torch_backend import TorchOptions
 
-    compiled = torch.compile(lambda pixels: model.encode(pixels, modality), dynamic=False)
-
-    def embed(pixels: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return compiled(torch.from_numpy(pixels)).numpy()
-
-    return embed
+    engine = torch_engine(model, TorchOptions(compile=True, parity_gate=False), "cpu", 128)
+    return lambda pixels: engine.embed_pixels(pixels, modality)
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -197,12 +264,13 @@ def encoder_rows(cfg: BenchConfig) -> tuple[list[dict], dict[str, float]]:
     gmacs = {m: encoder_gmacs(model, m) for m in cfg.modalities}
     rows = []
     for modality in cfg.modalities:
-        embedders = build_embedders(model, modality, cfg.engines, cfg.threads)
+        embedders = build_embedders(model, modality, cfg.engines, cfg.threads, max(cfg.batches))
         agreement = parity_vs_torch(model, modality, embedders)
         for batch in cfg.batches:
             rounds = cfg.latency_rounds if batch == 1 else cfg.rounds
             times = time_interleaved(embedders, model.image_size, batch, rounds)
-            reference = float(np.median(times["torch_fp32"])) if "torch_fp32" in times else None
+            base = next((name for name in ("torch_fp32", "torch_cuda_fp32") if name in times), None)
+            reference = float(np.median(times[base])) if base else None
             for name, t in times.items():
                 seconds = float(np.median(t))
                 rows.append({"engine": name, "modality": modality, "batch": batch, "img_per_s": batch / seconds,
@@ -313,7 +381,9 @@ def render_markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads; torch {m['torch']}, "
              f"onnxruntime {m['onnxruntime']}. Peak fp32 matmul (2048^2): {results['peak_matmul_gflops']:.0f} GFLOP/s "
-             f"(" + ", ".join(f"{k} {v:.0f}" for k, v in results["matmul_gflops"].items()) + ").",
+             f"(" + ", ".join(f"{k} {v:.0f}" for k, v in results["matmul_gflops"].items()) + ")"
+             + (f"; GPU bf16 matmul (8192^3): {results['cuda_bf16_matmul_tflops']:.0f} TFLOP/s (the % column of "
+                "CUDA engines)" if "cuda_bf16_matmul_tflops" in results else "") + ".",
              f"FLOP convention: matmul/conv/attention MACs counted by torch's FlopCounterMode, 1 MAC = 2 FLOP; "
              f"SpLIP {results['config']['clip_model']} GMACs/image: "
              + ", ".join(f"{k} {v:.2f}" for k, v in results["gmacs_per_image"].items()) + ".", "",
@@ -322,9 +392,11 @@ def render_markdown(results: dict[str, Any]) -> str:
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results["encoders"]:
         ratio = f"{r['vs_torch_fp32']:.2f}x" if r["vs_torch_fp32"] else ""
+        on_gpu = r["engine"].startswith(("torch_cuda", "ort_cuda"))
+        peak = 1e3 * results["cuda_bf16_matmul_tflops"] if on_gpu else results["peak_matmul_gflops"]
         lines.append(f"| {r['modality']} | {r['engine']} | {r['batch']} | {r['img_per_s']:.1f} | {r['p50_ms']:.1f} | "
                      f"{r['p99_ms']:.1f} | {r['gflop_per_s']:.0f} | "
-                     f"{100 * r['gflop_per_s'] / results['peak_matmul_gflops']:.0f}% | {ratio} | "
+                     f"{100 * r['gflop_per_s'] / peak:.0f}% | {ratio} | "
                      f"{r['min_cosine']:.5f} | {r['top10_agreement']:.3f} |")
     lines += ["", "| gallery | index | 64 queries (ms) | per query (ms) | 1 query p50 (ms) | recall@100 | build (s) |",
               "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -347,6 +419,8 @@ def run_bench(cfg: BenchConfig, out: str | Path | None = None) -> dict[str, Any]
     results: dict[str, Any] = {"config": asdict(cfg), "machine": machine_info(cfg.threads),
                                "matmul_gflops": matmul_gflops(cfg.threads)}
     results["peak_matmul_gflops"] = max(results["matmul_gflops"].values())
+    if any(name.startswith(("torch_cuda", "ort_cuda")) for name in cfg.engines):
+        results["cuda_bf16_matmul_tflops"] = cuda_matmul_tflops()
     results["encoders"], results["gmacs_per_image"] = encoder_rows(cfg)
     results["search"] = search_rows(cfg)
     results["pipeline"] = pipeline_rows(cfg)

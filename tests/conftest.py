@@ -1,10 +1,16 @@
-"""Shared fixtures: the tiny SpLIP config and seeded inputs."""
+"""Shared session fixtures, one per test artefact, used by every test directory: the tiny SpLIP
+config and model, its checkpoint, its fp32 ONNX engine (traced once, exported once), that engine
+opened with ONNX Runtime on CPU (how users deploy it), and a saved flat gallery index tied to it."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from splip_engine import SpLIPConfig, build_model
+from splip_engine import SpLIPConfig, build_model, save_checkpoint
+
+GALLERY_SIZE = 200
+"""Rows of `tiny_gallery_index_dir`."""
 
 
 @pytest.fixture(scope="session")
@@ -14,9 +20,87 @@ def tiny_cfg() -> SpLIPConfig:
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_cfg):
+    """The seed-0 tiny SpLIP (32 px, D = 64), random init, eval mode. Do not mutate it: build your own."""
     return build_model(tiny_cfg).eval()
 
 
 @pytest.fixture
 def tiny_images() -> torch.Tensor:
     return torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_model, tmp_path_factory):
+    """`tiny_model` saved as a checkpoint dir (which load_engine also opens, torch backend only)."""
+    return save_checkpoint(tiny_model, tmp_path_factory.mktemp("tiny") / "checkpoint")
+
+
+@pytest.fixture(scope="session")
+def traced(tiny_model):
+    """export_tower with a cache: tracing dominates export time, and every tiny model exported in
+    the tests is `tiny_model`, so each (modality, opset, attention) is traced once. Returns fresh
+    copies, since precision lowering and the tamper tests edit graphs."""
+    import onnx
+
+    from splip_engine.export.graph import export_tower
+
+    cache = {}
+
+    def cached_export_tower(model, modality, opset=23, attention="contrib"):
+        key = (modality, opset, attention)
+        if key not in cache:
+            cache[key] = export_tower(tiny_model, modality, opset=opset, attention=attention)
+        copy = onnx.ModelProto()
+        copy.CopyFrom(cache[key])
+        return copy
+
+    return cached_export_tower
+
+
+@pytest.fixture
+def cached_tracing(monkeypatch, traced):
+    """Route export_engines' tracing through the session cache (for `tiny_model` only)."""
+    from splip_engine.export import exporter
+
+    monkeypatch.setattr(exporter, "export_tower", traced)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine_dir(tmp_path_factory, tiny_model, traced):
+    """The fp32 engine dir of `tiny_model` (sketch.onnx, photo.onnx, checkpoint/, manifest.json),
+    exported once for the whole session. Read-only: copy it before damaging it."""
+    from splip_engine.export import exporter
+
+    out = tmp_path_factory.mktemp("engines") / "tiny-fp32"
+    original = exporter.export_tower
+    exporter.export_tower = traced
+    try:
+        report = exporter.export_engines(tiny_model, out)
+    finally:
+        exporter.export_tower = original
+    assert report, report.errors
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_ort_encoder(tiny_engine_dir):
+    """`load_engine(tiny_engine_dir)` with ONNX Runtime on CPU: the Python API every entry point is compared with."""
+    from splip_engine.runtime import load_engine
+
+    with load_engine(tiny_engine_dir, backend="onnxruntime", device="cpu") as opened:
+        yield opened
+
+
+@pytest.fixture(scope="session")
+def tiny_gallery_index_dir(tiny_ort_encoder, tmp_path_factory):
+    """A saved flat index of GALLERY_SIZE seeded random unit vectors, ids `photo-000`.., tied to
+    `tiny_ort_encoder`'s engine; well-separated scores, so the top-k order is stable under the
+    float noise of batched vs single embedding."""
+    from splip_engine.index import GalleryIndex
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((GALLERY_SIZE, tiny_ort_encoder.embedding_dim)).astype(np.float32)  # (G, D)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    engine = {"engine_hash": tiny_ort_encoder.manifest["engine_hash"], "embedding_dim": tiny_ort_encoder.embedding_dim}
+    return GalleryIndex.build(vectors, [f"photo-{i:03d}" for i in range(GALLERY_SIZE)], "flat",
+                              engine_info=engine).save(tmp_path_factory.mktemp("gallery") / "index")

@@ -1,13 +1,15 @@
 """The ZS / GZS / FG protocol over a dataset on disk, with bad files skipped and reported."""
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from splip_engine import SpLIPConfig, SpLIPError, build_model
 from splip_engine.data.folder import SBIRFolder
 from splip_engine.data.mini import make_mini_dataset
-from splip_engine.evaluation import retrieval_metrics
 from splip_engine.protocol import embed_part, evaluate_protocol, fg_pairs
 from splip_engine.runtime.torch_backend import TorchEncoder, model_manifest
 
@@ -21,18 +23,37 @@ def setup(tmp_path_factory):
     return folder, folder.split_classes(data.unseen_file), TorchEncoder(model, model_manifest(model))
 
 
-def test_modes_match_direct_metric_calls_and_skip_bad_files(setup):
+def _files(root: Path, classes: list[str]) -> Counter:
+    """Image files per class on disk (the broken PNG included), counted without the package."""
+    return Counter({name: len([f for f in (root / name).iterdir() if f.suffix in (".png", ".jpg")]) for name in classes})
+
+
+def test_modes_score_the_right_queries_against_the_right_galleries(setup, monkeypatch):
+    """ZS: unseen sketches (the unreadable one skipped and reported) vs unseen photos; GZS: the
+    same queries vs unseen + seen photos. The metric itself is tests/test_evaluation.py's job:
+    here it is spied on, to see what the protocol hands it."""
+    from splip_engine import evaluation
+
     folder, (seen, unseen), encoder = setup
+    handed = []
+
+    def spy(q_emb, q_labels, g_emb, g_labels, ks=(100, 200)):
+        handed.append((Counter(q_labels.tolist()), Counter(g_labels.tolist()), q_emb, g_emb))
+        return {"map_all": 0.5}
+
+    monkeypatch.setattr(evaluation, "retrieval_metrics", spy)
     results = evaluate_protocol(encoder, folder.subset(unseen), folder.subset(seen))
-    assert set(results) == {"zs", "gzs", "fg", "_meta"}
+    assert set(results) == {"zs", "gzs", "fg", "_meta"} and results["zs"] == results["gzs"] == {"map_all": 0.5}
     assert [s["path"].endswith("broken.png") for s in results["_meta"]["skipped"]] == [True]
-    queries = embed_part(encoder, folder.subset(unseen), "sketch")
-    photos = embed_part(encoder, folder.subset(unseen), "photo")
-    seen_photos = embed_part(encoder, folder.subset(seen), "photo")
-    assert results["zs"] == retrieval_metrics(queries.embeddings, queries.labels, photos.embeddings, photos.labels)
-    gzs = retrieval_metrics(queries.embeddings, queries.labels, np.concatenate([photos.embeddings,
-                            seen_photos.embeddings]), np.concatenate([photos.labels, seen_photos.labels]))
-    assert results["gzs"] == gzs
+    sketches = _files(folder.sketch_root, unseen) - Counter({unseen[0]: 1})  # minus broken.png
+    unseen_photos, seen_photos = _files(folder.photo_root, unseen), _files(folder.photo_root, seen)
+    (zs_queries, zs_gallery, zs_q, zs_g), (gzs_queries, gzs_gallery, gzs_q, gzs_g) = handed
+    assert zs_queries == gzs_queries == sketches
+    assert zs_gallery == unseen_photos and gzs_gallery == unseen_photos + seen_photos
+    direct = encoder.embed(sorted(str(p) for p in (folder.photo_root / unseen[0]).iterdir()), "photo")
+    np.testing.assert_allclose(zs_g[: len(direct)], direct, atol=1e-6)  # rows are those photos' embeddings
+    np.testing.assert_array_equal(gzs_q, zs_q)
+    np.testing.assert_array_equal(gzs_g[: len(zs_g)], zs_g)
     assert 0 <= results["fg"]["acc_1"] <= results["fg"]["acc_5"] <= 1
 
 

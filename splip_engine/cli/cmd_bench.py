@@ -6,11 +6,14 @@ import click
 
 @click.command("bench")
 @click.option("--quick", is_flag=True, help="The < 5 minute subset (sketch tower, batch 1/16, galleries to 100k).")
+@click.option("--gpu", is_flag=True,
+              help="The CUDA table: eager torch fp32 and the torch engine's CUDA variants (fp16/bf16, CUDA graphs, "
+                   "torch.compile, Triton attention; ONNX Runtime CUDA when installed). Needs a CUDA GPU.")
 @click.option("--out", default="bench_results", show_default=True, type=click.Path(),
               help="Directory for results.json and results.md.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="Threads for every engine.")
 @click.option("--clip-model", default="ViT-B-32", show_default=True, help="Encoder to measure (random weights).")
-def command(quick, out, threads, clip_model):
+def command(quick, gpu, out, threads, clip_model):
     """Measure encoder throughput / latency per backend and batch (ratios vs PyTorch eager fp32 from
     the same run), search latency and recall vs gallery size, the embedding job with decoding and
     end-to-end query latency; print the tables and write them as JSON and Markdown.
@@ -19,12 +22,21 @@ def command(quick, out, threads, clip_model):
     Example:
       splip-engine bench --quick
       splip-engine bench --out benchmarks/results --threads 2
+      splip-engine bench --gpu --out gpu_results     # on a CUDA machine (device-resident: benchmarks/gpu_suite.py)
     """
     import dataclasses
 
     from splip_engine.bench import BenchConfig, render_markdown, run_bench
+    from splip_engine.errors import SpLIPError
 
-    cfg = BenchConfig.quick() if quick else BenchConfig()
+    if quick and gpu:
+        raise SpLIPError("--quick and --gpu are two different tables: pass one")
+    if gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SpLIPError("--gpu needs a CUDA GPU and none is visible; run `splip-engine bench --quick` on CPU")
+    cfg = BenchConfig.gpu() if gpu else BenchConfig.quick() if quick else BenchConfig()
     cfg = dataclasses.replace(cfg, threads=threads, clip_model=clip_model)
     results = run_bench(cfg, out)
     click.echo(render_markdown(results))

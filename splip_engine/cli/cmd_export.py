@@ -35,6 +35,9 @@ def _parse_thresholds(pairs: tuple[str, ...]) -> dict[str, float]:
 @click.option("--int8", is_flag=True, help="int8 (dynamically quantized) CPU engines for ONNX Runtime.")
 @click.option("--format", "fmt", default="onnx", show_default=True, type=click.Choice(["onnx", "tensorrt", "all"]),
               help="Engines to build; tensorrt needs TensorRT and a CUDA GPU (all: skipped without them).")
+@click.option("--tensorrt-typing", default="auto", show_default=True, type=click.Choice(["auto", "strong", "weak"]),
+              help="TensorRT fp16 plans: strongly typed from the fp16 ONNX (auto on TensorRT 11 and >= 10.12) or "
+                   "weakly typed with the FP16 builder flag (TensorRT 10 only).")
 @click.option("--opset", default=23, show_default=True, type=click.IntRange(18, 23), help="ONNX opset.")
 @click.option("--max-batch", default=64, show_default=True, type=click.IntRange(min=1),
               help="Largest batch of the TensorRT throughput plan and the Triton models.")
@@ -45,7 +48,7 @@ def _parse_thresholds(pairs: tuple[str, ...]) -> dict[str, float]:
               help="Also lay the engines out as a Triton Inference Server model repository here.")
 def command(checkpoint: Path | None, clip_model: str | None, pretrained: str | None, out_dir: Path, fp16: bool,
             int8: bool, fmt: str, opset: int, max_batch: int, allow_unfused: bool, thresholds: tuple[str, ...],
-            triton_repo: Path | None) -> None:
+            triton_repo: Path | None, tensorrt_typing: str) -> None:
     """Export the sketch and photo encoders as engines checked against PyTorch before writing.
 
     \b
@@ -73,7 +76,7 @@ def command(checkpoint: Path | None, clip_model: str | None, pretrained: str | N
     click.echo(f"exporting {label} to {out_dir} (tracing both towers, then the parity gate)...")
     report = export_engines(
         source, out_dir, fp16=fp16, int8=int8, formats=fmt, opset=opset, max_batch=max_batch,
-        allow_unfused=allow_unfused, thresholds=overrides, triton_repo=triton_repo,
+        allow_unfused=allow_unfused, thresholds=overrides, triton_repo=triton_repo, tensorrt_typing=tensorrt_typing,
     )
     for line in report.lines():
         click.echo(line)

@@ -5,12 +5,14 @@ import click
 
 device_option = click.option(
     "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
-    help="Where to run: auto picks cuda when a GPU is visible.",
+    help="Where to run: auto picks cuda when a GPU is visible and a backend that runs there is installed "
+         "(TensorRT, onnxruntime-gpu, or torch from the engine's checkpoint), else cpu.",
 )
 backend_option = click.option(
     "--backend", default="auto", show_default=True,
     type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt"]),
-    help="Inference backend; auto picks TensorRT > ONNX Runtime CUDA > ONNX Runtime CPU > torch.",
+    help="Inference backend; auto picks, on cuda, TensorRT > ONNX Runtime CUDA > torch (fp16 engines in fp16, "
+         "CUDA graphs), on cpu, ONNX Runtime > torch. `--backend torch --device cuda` is the torch CUDA engine.",
 )
 batch_size_option = click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
                                   help="Images per batch.")

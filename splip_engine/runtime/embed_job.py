@@ -51,17 +51,18 @@ def write_rows(writer, embeddings, good: list[tuple[str, str]], errors: list[tup
 
 def run_embed(encoder: Encoder, source: str | Path, out: str | Path, modality: str = "photo",
               batch_size: int = 64, workers: int = 2, shard_size: int = 4096,
-              progress: bool = True) -> EmbedReport:
+              progress: bool = True, decode: str = "auto") -> EmbedReport:
     """Embed every image of `source` (dir / file list / parquet) into the store `out`.
 
     Bad inputs are skipped and listed in the store's errors file; a re-run after a crash embeds
     only what is missing, so every good input ends up exactly once in the store.
+    `decode`: see runtime/gpu_decode.pixel_batches (auto: nvJPEG when the encoder is on CUDA).
     """
     from tqdm import tqdm
 
     from splip_engine.index.store import StoreWriter
     from splip_engine.runtime.inputs import resolve_inputs
-    from splip_engine.runtime.pipeline import iter_pixel_batches
+    from splip_engine.runtime.gpu_decode import pixel_batches  # hook (#13): GPU decode for GPU jobs
 
     start = time.perf_counter()
     items = resolve_inputs(source)
@@ -71,7 +72,7 @@ def run_embed(encoder: Encoder, source: str | Path, out: str | Path, modality: s
         report = EmbedReport(store=str(out), total_inputs=len(items), already_done=len(items) - len(todo))
         # closed on an error too, so the CLI's error line starts on a line of its own
         with tqdm(total=len(todo), unit="img", desc=f"embed {modality}", disable=not progress) as bar:
-            for batch in iter_pixel_batches(todo, modality, encoder.spec, batch_size, workers=workers):
+            for batch in pixel_batches(todo, modality, encoder, batch_size, workers=workers, decode=decode):
                 report.timings["decode+preprocess"] += batch.decode_s
                 t0 = time.perf_counter()
                 embeddings = encoder.embed_pixels(batch.pixels, modality)

@@ -1,4 +1,17 @@
-"""load_engine: open an engine dir (or a checkpoint dir) with the best available backend."""
+"""load_engine: open an engine dir (or a checkpoint dir) with the best backend that runs here.
+
+Device and backend are chosen together (`select_engine`):
+- `device="cuda"` needs a visible GPU, else a SpLIPError; `device="cpu"` is taken as given.
+- `device="auto"` picks cuda only when a GPU is visible AND a backend that runs there is
+  installed for this engine: TensorRT with plans, ONNX Runtime with its CUDA provider
+  (onnxruntime-gpu), or torch with the engine's checkpoint (always installed). Otherwise cpu,
+  with one info line saying why (e.g. a GPU machine with the CPU onnxruntime package and
+  `backend="onnxruntime"`).
+- `backend="auto"` then takes, on cuda: TensorRT > ONNX Runtime CUDA > torch (fp16 engines run
+  fp16); on cpu: ONNX Runtime > torch.
+ONNX Runtime sessions are checked after creation (splip_engine/ort_session.py): a silent CPU
+fallback is an error when cuda was asked for, a warning when auto chose it.
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -21,7 +34,8 @@ def _cuda_available() -> bool:
 
 
 def resolve_device(device: str) -> str:
-    """`auto` -> cuda when a GPU is visible, else cpu; `cuda` without a GPU is an error."""
+    """Where torch runs (training, the torch engine): `auto` -> cuda when a GPU is visible, else
+    cpu; `cuda` without a GPU is an error."""
     if device not in DEVICES:
         raise SpLIPError(f"device={device!r}: choose one of {DEVICES}")
     if device == "auto":
@@ -35,15 +49,70 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def choose_backend(manifest: dict | None, device: str) -> str:
-    """auto order: TensorRT (plans present, GPU) > ONNX Runtime (CUDA, then CPU) > torch."""
+def _runs_on_cuda(backend: str, manifest: dict | None, has_checkpoint: bool) -> str | None:
+    """None when `backend` can run this engine on a (visible) GPU here, else why not."""
+    if backend == "torch":
+        return None if has_checkpoint else "the engine dir has no checkpoint/ for the torch backend"
     if manifest is None:
-        return "torch"
-    if device == "cuda" and _has_module("tensorrt") and manifest.get("tensorrt", {}).get("plans"):
-        return "tensorrt"
-    if _has_module("onnxruntime") and any(f.endswith(".onnx") for f in manifest.get("files", {})):
+        return f"a checkpoint dir has no {backend} engine"
+    if backend == "tensorrt":
+        from splip_engine.export.tensorrt import tensorrt_unavailable
+
+        if not (manifest.get("tensorrt") or {}).get("plans"):
+            return "the engine has no TensorRT plans"
+        return tensorrt_unavailable()
+    from splip_engine.ort_session import ort_cuda_built
+
+    if not any(name.endswith(".onnx") for name in manifest.get("files", {})):
+        return "the engine has no ONNX graphs"
+    return None if ort_cuda_built() else "the onnxruntime package has no CUDA provider (pip install onnxruntime-gpu)"
+
+
+def _cuda_order(manifest: dict | None, has_checkpoint: bool) -> list[str]:
+    return [b for b in ("tensorrt", "onnxruntime", "torch") if _runs_on_cuda(b, manifest, has_checkpoint) is None]
+
+
+def _cpu_backend(manifest: dict | None) -> str:
+    if manifest is not None and _has_module("onnxruntime") and any(f.endswith(".onnx") for f in manifest["files"]):
         return "onnxruntime"
     return "torch"
+
+
+def select_engine(manifest: dict | None, has_checkpoint: bool, backend: str = "auto",
+                  device: str = "auto") -> tuple[str, str]:
+    """(backend, device) for an engine (`manifest` None: a bare checkpoint dir), as the module
+    docstring says."""
+    if backend not in BACKENDS:
+        raise SpLIPError(f"backend={backend!r}: choose one of {BACKENDS}")
+    if device not in DEVICES:
+        raise SpLIPError(f"device={device!r}: choose one of {DEVICES}")
+    if device == "cuda":
+        resolve_device("cuda")
+    if device == "auto":
+        if not _cuda_available():
+            device = "cpu"
+        else:
+            candidates = _cuda_order(manifest, has_checkpoint) if backend == "auto" else \
+                [backend] if _runs_on_cuda(backend, manifest, has_checkpoint) is None else []
+            if candidates:
+                device = "cuda"
+            else:
+                why = (_runs_on_cuda(backend, manifest, has_checkpoint) if backend != "auto"
+                       else "no backend that runs there is installed for this engine")
+                logger.info("device=auto: a CUDA GPU is visible but %s; running on cpu", why)
+                device = "cpu"
+    if backend == "auto":
+        if device == "cuda":
+            order = _cuda_order(manifest, has_checkpoint)
+            if not order:
+                raise SpLIPError("device='cuda' but no backend can run this engine there: install onnxruntime-gpu "
+                                 "or TensorRT (pip install 'splip-engine[gpu]'), or re-export it with its checkpoint")
+            backend = order[0]
+        else:
+            backend = _cpu_backend(manifest)
+    if backend == "tensorrt" and device != "cuda":
+        raise SpLIPError("backend='tensorrt' needs device='cuda' and a GPU")
+    return backend, device
 
 
 def _check_runtime_fields(path: Path, manifest: dict) -> None:
@@ -56,15 +125,18 @@ def _check_runtime_fields(path: Path, manifest: dict) -> None:
 
 
 def load_engine(path: str | Path, backend: str = "auto", device: str = "auto", batch_size: int = 32,
-                verify: bool = True) -> Encoder:
+                verify: bool = True, torch_options=None) -> Encoder:
     """Open `path` -- an engine dir from `splip-engine export`, or a SpLIP checkpoint dir (torch
-    backend only) -- and return an Encoder. The manifest's format and files' sha256 are checked."""
+    backend only) -- and return an Encoder. The manifest's format and files' sha256 are checked.
+    `torch_options`: a runtime.torch_backend.TorchOptions for the torch backend (precision,
+    torch.compile, CUDA graphs, Triton attention)."""
     from splip_engine.checkpoint import CONFIG_FILE, load_checkpoint
 
     path = Path(path)
     if backend not in BACKENDS:
         raise SpLIPError(f"backend={backend!r}: choose one of {BACKENDS}")
-    device = resolve_device(device)
+    if device not in DEVICES:
+        raise SpLIPError(f"device={device!r}: choose one of {DEVICES}")
     if not path.is_dir():
         raise SpLIPError(f"engine dir {path} does not exist; create one with `splip-engine export`")
     if not (path / "manifest.json").is_file() and (path / CONFIG_FILE).is_file():
@@ -72,8 +144,9 @@ def load_engine(path: str | Path, backend: str = "auto", device: str = "auto", b
             raise SpLIPError(f"{path} is a checkpoint, not an engine dir: export it first for backend={backend!r}")
         from splip_engine.runtime.torch_backend import TorchEncoder, model_manifest
 
+        _, device = select_engine(None, True, "torch", device)
         model = load_checkpoint(path)
-        return TorchEncoder(model, model_manifest(model), device=device, batch_size=batch_size)
+        return TorchEncoder(model, model_manifest(model), device=device, batch_size=batch_size, options=torch_options)
 
     from splip_engine.export.manifest import read_manifest, verify_files
 
@@ -81,21 +154,32 @@ def load_engine(path: str | Path, backend: str = "auto", device: str = "auto", b
     _check_runtime_fields(path, manifest)
     if verify:
         verify_files(path, manifest)
-    if backend == "auto":
-        backend = choose_backend(manifest, device)
+    requested_device = device
+    backend, device = select_engine(manifest, (path / "checkpoint").is_dir(), backend, device)
     logger.info("loading %s with backend=%s device=%s", path, backend, device)
-    if backend == "torch":
-        from splip_engine.runtime.torch_backend import TorchEncoder
+    return _OPENERS[backend](path, manifest, device, batch_size, requested_device == "cuda", torch_options)
 
-        if not (path / "checkpoint").is_dir():
-            raise SpLIPError(f"{path} has no checkpoint/ for the torch backend; re-export it")
-        return TorchEncoder(load_checkpoint(path / "checkpoint"), manifest, device=device, batch_size=batch_size)
-    if backend == "onnxruntime":
-        from splip_engine.runtime.ort_backend import OrtEncoder
 
-        return OrtEncoder(path, manifest, device=device, batch_size=batch_size)
+def _open_torch(path: Path, manifest: dict, device: str, batch_size: int, strict: bool, torch_options) -> Encoder:
+    from splip_engine.checkpoint import load_checkpoint
+    from splip_engine.runtime.torch_backend import TorchEncoder
+
+    if not (path / "checkpoint").is_dir():
+        raise SpLIPError(f"{path} has no checkpoint/ for the torch backend; re-export it")
+    return TorchEncoder(load_checkpoint(path / "checkpoint"), manifest, device=device, batch_size=batch_size,
+                        options=torch_options)
+
+
+def _open_onnxruntime(path: Path, manifest: dict, device: str, batch_size: int, strict: bool, torch_options) -> Encoder:
+    from splip_engine.runtime.ort_backend import OrtEncoder
+
+    return OrtEncoder(path, manifest, device=device, batch_size=batch_size, strict=strict)
+
+
+def _open_tensorrt(path: Path, manifest: dict, device: str, batch_size: int, strict: bool, torch_options) -> Encoder:
     from splip_engine.runtime.tensorrt_backend import TensorRTEncoder
 
-    if device != "cuda":
-        raise SpLIPError("backend='tensorrt' needs device='cuda' and a GPU")
     return TensorRTEncoder(path, manifest, batch_size=batch_size)
+
+
+_OPENERS = {"torch": _open_torch, "onnxruntime": _open_onnxruntime, "tensorrt": _open_tensorrt}

@@ -7,16 +7,13 @@ import pytest
 
 from splip_engine.index import GalleryIndex, exact, synthetic_embeddings, synthetic_queries
 
+from .numpy_reference import numpy_topk
+
 
 @pytest.fixture
 def small_blocks(monkeypatch):
     monkeypatch.setattr(exact, "BLOCK_ROWS", 700)  # several blocks, the last one partial
 
-
-def _numpy_topk(queries: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    scores = queries @ gallery.astype(np.float32).T  # (Q, N)
-    rows = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # ties: lower row first
-    return np.take_along_axis(scores, rows, axis=1), rows
 
 
 @pytest.mark.parametrize("k", [1, 10, 900, 5000])
@@ -26,7 +23,7 @@ def test_blocked_search_equals_numpy_with_ties(small_blocks, k):
     queries = synthetic_queries(9, 32, 30)[0]
     queries[0] = gallery[5]
     scores, rows = exact.BlockedExactSearch(gallery).search(queries, k)
-    ref_scores, ref_rows = _numpy_topk(queries, gallery, k)
+    ref_scores, ref_rows = numpy_topk(queries, gallery, k)
     assert scores.shape == rows.shape == (9, min(k, 3000))
     np.testing.assert_allclose(scores, ref_scores, atol=1e-6)  # same fp32 products, other summation order
     tied = np.isclose(ref_scores[:, :, None], ref_scores[:, None, :], atol=1e-6).sum(-1) > 1  # (Q, k)

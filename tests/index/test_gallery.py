@@ -11,6 +11,8 @@ from splip_engine.errors import SpLIPError
 from splip_engine.index import MAX_K, GalleryIndex, recall_at_k, synthetic_embeddings, synthetic_queries, tune_search
 from splip_engine.index.kinds import FLAT_MAX_COUNT, IVF_MIN_COUNT, SEARCH_PARAMS, choose_kind
 
+from .numpy_reference import numpy_topk
+
 N, DIM, CLUSTERS, K = 20_000, 64, 200, 100
 ENGINE = {"engine_hash": "e1"}
 
@@ -32,16 +34,11 @@ def indexes(gallery) -> dict[str, GalleryIndex]:
     return {kind: GalleryIndex.build(emb, ids, kind, engine_info=ENGINE) for kind in ("flat", "ivfpq", "hnsw")}
 
 
-def _numpy_topk(queries: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    scores = queries @ gallery.astype(np.float32).T  # (Q, N) float32
-    rows = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(scores, rows, axis=1), rows
-
 
 def test_flat_search_equals_numpy_brute_force(gallery, queries, indexes):
     emb, ids = gallery
     scores, found = indexes["flat"].search(queries, K)
-    ref_scores, ref_rows = _numpy_topk(queries, emb, K)
+    ref_scores, ref_rows = numpy_topk(queries, emb, K)
     # the index holds the float16 values themselves: only float32 summation order differs (~1e-7)
     np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
     untied = np.abs(np.diff(ref_scores, axis=1, prepend=np.inf, append=-np.inf)) > 1e-5  # (Q, K + 1)
@@ -64,8 +61,22 @@ def test_approximate_kinds_reach_recall_095_on_sketch_queries(queries, indexes, 
     assert recall_at_k(indexes[kind], indexes["flat"], queries, K) >= 0.95
 
 
-def test_recall_of_exact_search_is_one_and_needs_a_flat_reference(queries, indexes):
-    assert recall_at_k(indexes["flat"], indexes["flat"], queries, K) == 1.0
+def test_recall_counts_the_exact_neighbours_an_index_misses(gallery, queries, indexes):
+    """An index over the same ids whose rows holding a third of the true neighbours are negated
+    (so they never rank): its recall is the share of true top-k rows it still holds, counted by NumPy."""
+    emb, ids = gallery
+    _, true_rows = numpy_topk(queries, emb, K)  # (Q, K)
+    hidden = np.unique(true_rows[:, ::3])
+    degraded = emb.copy()
+    degraded[hidden] = -degraded[hidden]
+    expected = float(np.mean([np.isin(row, hidden, invert=True).mean() for row in true_rows]))
+    assert 0.5 < expected < 0.8
+    # float16 ties at rank K may swap a row in or out of a top-k: a few of the Q*K slots at most
+    assert recall_at_k(GalleryIndex.build(degraded, ids, "flat"), indexes["flat"], queries, K) == pytest.approx(
+        expected, abs=5 / (len(queries) * K))
+
+
+def test_recall_needs_a_flat_reference(queries, indexes):
     with pytest.raises(SpLIPError, match="against an exact flat index, not hnsw"):
         recall_at_k(indexes["ivfpq"], indexes["hnsw"], queries, K)
 

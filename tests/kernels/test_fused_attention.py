@@ -6,23 +6,21 @@ import torch
 import torch.nn.functional as F
 
 from splip_engine.errors import SpLIPError
-from splip_engine.kernels import KernelUnavailableError, attention_reference, fused_attention, poisoned_empty
+from splip_engine.kernels import (
+    ATTENTION_ATOL as ATOL,
+    KernelUnavailableError,
+    attention_inputs as _qkv,
+    attention_reference,
+    fused_attention,
+    poisoned_empty,
+)
 
 ON_CUDA = torch.cuda.is_available()
 BF16 = pytest.param(
     torch.bfloat16,
-    marks=pytest.mark.skipif(not ON_CUDA, reason="bfloat16 needs a CUDA GPU (Triton's interpreter has no bfloat16)"),
+    marks=[pytest.mark.gpu,
+           pytest.mark.skipif(not ON_CUDA, reason="bfloat16 needs a CUDA GPU (Triton's interpreter has no bfloat16)")],
 )
-# Tolerances vs the float32 reference: float32 differs only by summation order and exp2 vs exp;
-# float16 / bfloat16 round the output and the probabilities fed to P @ V to 11 / 8 significant bits.
-ATOL = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
-
-
-def _qkv(batch: int, heads: int, seq: int, head_dim: int, dtype: torch.dtype, device: str, seed: int = 0):
-    """q, k, v (B, H, N, Dh) as the model makes them: strided views of one (B, N, 3, H, Dh) tensor."""
-    gen = torch.Generator().manual_seed(seed)
-    qkv = torch.randn(batch, seq, 3, heads, head_dim, generator=gen).to(device=device, dtype=dtype)
-    return qkv.permute(2, 0, 3, 1, 4)
 
 
 def _check(q, k, v, causal: bool) -> None:
@@ -112,3 +110,23 @@ def test_bad_inputs_are_named(shapes, dtypes, match):
 def test_inputs_on_different_devices_are_refused():
     with pytest.raises(SpLIPError, match="different devices"):
         fused_attention(torch.zeros(1, 1, 4, 16), torch.zeros(1, 1, 4, 16, device="meta"), torch.zeros(1, 1, 4, 16))
+
+
+def test_under_torch_compile_it_is_one_opaque_op_with_the_same_result(device):
+    """torch.compile must not trace into the launch: it calls splip_kernels::fused_attention."""
+    q, k, v = _qkv(2, 2, 9, 16, torch.float32, device, seed=5)
+    compiled = torch.compile(lambda q, k, v: fused_attention(q, k, v, True) * 2, dynamic=False)
+    with torch.no_grad():
+        got = compiled(q, k, v)
+    expected = 2 * attention_reference(q, k, v, causal=True)
+    torch.testing.assert_close(got, expected, atol=2 * ATOL[torch.float32], rtol=0)
+    graph = torch._dynamo.explain(lambda q, k, v: fused_attention(q, k, v, True))(q, k, v)
+    assert graph.graph_break_count == 0 and graph.graph_count == 1
+
+
+def test_triton_older_than_3_4_is_refused_with_the_fix():
+    from splip_engine.kernels._launch import triton_too_old
+
+    assert triton_too_old("3.4.0") is None and triton_too_old("3.8.0+git1234") is None
+    assert triton_too_old("3.3.1").startswith("Triton 3.3.1 is too old for splip_engine.kernels (needs >= 3.4")
+    assert "pip install 'triton>=3.4'" in triton_too_old("2.3.0")

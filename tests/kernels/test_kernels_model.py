@@ -64,3 +64,17 @@ def test_triton_kernels_with_gradients_on_give_a_clear_error(model, images, devi
             model.encode(images.to(device), "sketch")
     finally:
         model.set_kernels("torch")
+
+
+@pytest.mark.slow  # 80 probe images through Triton's CPU interpreter: ~15 s (on CUDA: the GPU suite)
+def test_the_torch_engine_with_triton_attention_passes_the_fp32_gate(tiny_engine_dir, tiny_ort_encoder, device):
+    from splip_engine.runtime import load_engine
+    from splip_engine.runtime.torch_backend import TorchOptions
+
+    encoder = load_engine(tiny_engine_dir, backend="torch", device=device,
+                          torch_options=TorchOptions(kernels="triton", cuda_graphs=False))
+    assert encoder.model.kernels == "triton"
+    assert encoder.parity["sketch"]["passed"] and encoder.parity["sketch"]["thresholds"] == {"max_abs_diff": 1e-4}
+    pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(2)).numpy()
+    torch.testing.assert_close(torch.from_numpy(encoder.embed_pixels(pixels, "photo")),
+                               torch.from_numpy(tiny_ort_encoder.embed_pixels(pixels, "photo")), atol=1e-4, rtol=0)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from runtime.conftest import random_images
+from data.imagefactory import random_images
 from serve.helpers import running_server
 from splip_engine.cli import main
 from splip_engine.data.images import ImageDecodeError
@@ -62,7 +62,7 @@ class Pipeline:
 
 
 @pytest.fixture(scope="module")
-def pipeline(engine_dir, tmp_path_factory) -> Pipeline:
+def pipeline(tiny_engine_dir, tmp_path_factory) -> Pipeline:
     """One `splip-engine embed` process (default decode workers) over 12 good photos and every
     case, given as a file list, then a flat index over the store."""
     root = tmp_path_factory.mktemp("bad_inputs")
@@ -71,7 +71,7 @@ def pipeline(engine_dir, tmp_path_factory) -> Pipeline:
     _, photos = random_images(root, 12, seed=7)
     (root / "inputs.txt").write_text("\n".join(photos + [str(p) for p in files.values()]) + "\n", encoding="utf-8")
     proc = subprocess.run(
-        [sys.executable, "-m", "splip_engine", "embed", "--engine", str(engine_dir), "--input", str(root / "inputs.txt"),
+        [sys.executable, "-m", "splip_engine", "embed", "--engine", str(tiny_engine_dir), "--input", str(root / "inputs.txt"),
          "--out", str(root / "store"), "--batch-size", "4", "--shard-size", "5"],
         capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
@@ -80,22 +80,22 @@ def pipeline(engine_dir, tmp_path_factory) -> Pipeline:
 
 
 @pytest.fixture(scope="module")
-def server_url(encoder, pipeline):
+def server_url(tiny_ort_encoder, pipeline):
     settings = ServeSettings(max_batch=8, max_wait_ms=2, max_k=K)
-    with running_server(create_app(encoder, pipeline.index, settings)) as url:
+    with running_server(create_app(tiny_ort_encoder, pipeline.index, settings)) as url:
         yield url
 
 
 # ------------------------------------------------------------------ the entry points
-def _python_api(case: ImageCase, path: Path, encoder, pipeline, request) -> Embedded | Refused:
+def _python_api(case: ImageCase, path: Path, tiny_ort_encoder, pipeline, request) -> Embedded | Refused:
     try:
-        return Embedded(encoder.embed([path], QUERY_MODALITY)[0])
+        return Embedded(tiny_ort_encoder.embed([path], QUERY_MODALITY)[0])
     except ImageDecodeError as e:
         assert str(e).startswith("image 0: ")  # the position in the batch
         return Refused(str(e))
 
 
-def _embed_job(case: ImageCase, path: Path, encoder, pipeline, request) -> Embedded | Refused:
+def _embed_job(case: ImageCase, path: Path, tiny_ort_encoder, pipeline, request) -> Embedded | Refused:
     store = open_store(pipeline.store_dir)
     rows = np.flatnonzero(store.paths == str(path))
     reasons = [e["reason"] for e in store.errors() if e["path"] == str(path)]
@@ -103,8 +103,8 @@ def _embed_job(case: ImageCase, path: Path, encoder, pipeline, request) -> Embed
     return Embedded(store.embeddings(np.float32)[rows[0]]) if len(rows) else Refused(reasons[0])
 
 
-def _search_cli(case: ImageCase, path: Path, encoder, pipeline, request) -> Answer | Refused:
-    result = CliRunner().invoke(main, ["search", "--engine", str(request.getfixturevalue("engine_dir")),
+def _search_cli(case: ImageCase, path: Path, tiny_ort_encoder, pipeline, request) -> Answer | Refused:
+    result = CliRunner().invoke(main, ["search", "--engine", str(request.getfixturevalue("tiny_engine_dir")),
                                        "--index", str(pipeline.index_dir), "-k", str(K), str(path)])
     if result.exit_code == 0:
         [query] = json.loads(result.stdout)
@@ -118,7 +118,7 @@ def _search_cli(case: ImageCase, path: Path, encoder, pipeline, request) -> Answ
     return Refused(lines[0])
 
 
-def _serve(case: ImageCase, path: Path, encoder, pipeline, request) -> Answer | Refused:
+def _serve(case: ImageCase, path: Path, tiny_ort_encoder, pipeline, request) -> Answer | Refused:
     url = request.getfixturevalue("server_url")
     response = httpx.post(f"{url}/search", files={"image": (path.name, path.read_bytes(), "application/octet-stream")},
                           data={"k": str(K)}, timeout=20)
@@ -135,11 +135,11 @@ _RUN = {"python_api": _python_api, "embed_job": _embed_job, "search_cli": _searc
 _TOLERANCE = {"python_api": 1e-6, "embed_job": 2e-3}  # embed stores float16
 
 
-def _reference(entry: str, pixels: np.ndarray, encoder, pipeline) -> Embedded | Answer:
+def _reference(entry: str, pixels: np.ndarray, tiny_ort_encoder, pipeline) -> Embedded | Answer:
     """The Python API's answer for the pixels a correct decoder reads."""
     if entry == "embed_job":
-        return Embedded(encoder.embed([pixels], GALLERY_MODALITY)[0])
-    vector = encoder.embed([pixels], QUERY_MODALITY)
+        return Embedded(tiny_ort_encoder.embed([pixels], GALLERY_MODALITY)[0])
+    vector = tiny_ort_encoder.embed([pixels], QUERY_MODALITY)
     if entry == "python_api":
         return Embedded(vector[0])
     scores, ids = pipeline.index.search(vector, K)
@@ -152,9 +152,9 @@ _MATRIX = [pytest.param(case, entry, id=f"{case.kind}-{entry}")
 
 
 @pytest.mark.parametrize("case, entry", _MATRIX)
-def test_every_image_kind_through_every_entry_point(case, entry, encoder, pipeline, request):
+def test_every_image_kind_through_every_entry_point(case, entry, tiny_ort_encoder, pipeline, request):
     path = pipeline.files[case.kind]
-    outcome = _RUN[entry](case, path, encoder, pipeline, request)
+    outcome = _RUN[entry](case, path, tiny_ort_encoder, pipeline, request)
     if case.error:
         assert isinstance(outcome, Refused), f"{case.kind} was accepted by {entry}: {outcome}"
         assert re.search(case.error, outcome.message), outcome.message
@@ -162,7 +162,7 @@ def test_every_image_kind_through_every_entry_point(case, entry, encoder, pipeli
             assert str(path) in outcome.message  # names the file
         return
     assert not isinstance(outcome, Refused), f"{case.kind} was refused by {entry}: {outcome.message}"
-    reference = _reference(entry, case.expected(path), encoder, pipeline)
+    reference = _reference(entry, case.expected(path), tiny_ort_encoder, pipeline)
     if isinstance(reference, Embedded):
         np.testing.assert_allclose(outcome.vector, reference.vector, atol=_TOLERANCE[entry])
     else:
@@ -181,10 +181,10 @@ def test_embed_stores_every_good_input_exactly_once_and_lists_every_bad_one(pipe
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.wrong], ids=lambda c: c.kind)
-def test_the_matrix_tells_the_right_decoding_from_the_naive_one(case, encoder, pipeline):
+def test_the_matrix_tells_the_right_decoding_from_the_naive_one(case, tiny_ort_encoder, pipeline):
     """The tolerances above would catch a decoder that skipped this case's handling (no EXIF
     rotation, the last GIF frame, black behind transparency, clipped 16-bit, CMYK read as RGB)."""
     path = pipeline.files[case.kind]
     for modality in (QUERY_MODALITY, GALLERY_MODALITY):
-        right, naive = encoder.embed([case.expected(path), case.wrong(path)], modality)
+        right, naive = tiny_ort_encoder.embed([case.expected(path), case.wrong(path)], modality)
         assert np.abs(right - naive).max() > 10 * _TOLERANCE["embed_job"]

@@ -19,8 +19,8 @@ def _batches(seed: int = 0) -> list[tuple[list[np.ndarray], str]]:
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_encoder_from_threads_matches_sequential(backend, tiny_checkpoint, engine_dir):
-    encoder = load_engine(tiny_checkpoint if backend == "torch" else engine_dir, backend=backend, device="cpu",
+def test_encoder_from_threads_matches_sequential(backend, tiny_checkpoint, tiny_engine_dir):
+    encoder = load_engine(tiny_checkpoint if backend == "torch" else tiny_engine_dir, backend=backend, device="cpu",
                           batch_size=4)  # batches of 5: each call runs two backend batches
     batches = _batches()
     sequential = [encoder.embed(images, modality) for images, modality in batches]

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from runtime.conftest import make_gallery
+from data.imagefactory import make_gallery
 from splip_engine.cli import main
 from splip_engine.index import GalleryIndex, StoreWriter, open_store, synthetic_embeddings, synthetic_queries
 from splip_engine.runtime.inputs import resolve_inputs
@@ -28,8 +28,8 @@ EMBED_SCOPE = ["runtime/embed_job.py", "index/store.py", "io_utils.py"]  # the j
 INDEX_SCOPE = ["index/gallery.py", "io_utils.py"]
 
 
-def _embed_argv(engine_dir: Path, gallery: Path, out: str) -> list[str]:
-    return ["embed", "--engine", str(engine_dir), "--input", str(gallery), "--out", out, "--batch-size", "4",
+def _embed_argv(tiny_engine_dir: Path, gallery: Path, out: str) -> list[str]:
+    return ["embed", "--engine", str(tiny_engine_dir), "--input", str(gallery), "--out", out, "--batch-size", "4",
             "--shard-size", str(SHARD), "--workers", "0", "--backend", "onnxruntime", "--device", "cpu"]
 
 
@@ -64,7 +64,7 @@ def _assert_no_half_files(store: Path) -> None:
         [json.loads(line) for line in (store / "errors.jsonl").read_text().splitlines()]
 
 
-def _assert_consistent(store: Path, good: dict[str, str], bad: list[str], encoder) -> int:
+def _assert_consistent(store: Path, good: dict[str, str], bad: list[str], tiny_ort_encoder) -> int:
     """The store after a crash: loads, holds each row at most once with its own embedding, lists
     only bad inputs as errors. Returns its row count (0 when the crash came before it existed)."""
     _assert_no_half_files(store)
@@ -76,18 +76,18 @@ def _assert_consistent(store: Path, good: dict[str, str], bad: list[str], encode
     assert len(ids) == len(set(ids)) and set(ids) <= set(good)
     assert set(opened.paths) == {good[i] for i in ids}
     if ids:
-        np.testing.assert_allclose(opened.embeddings(np.float32), encoder.embed([good[i] for i in ids], "photo"),
+        np.testing.assert_allclose(opened.embeddings(np.float32), tiny_ort_encoder.embed([good[i] for i in ids], "photo"),
                                    atol=2e-3)  # float16 storage
     assert {e["path"] for e in opened.errors()} <= set(bad)
     return opened.count
 
 
-def _assert_complete(store: Path, good: dict[str, str], bad: list[str], encoder) -> None:
+def _assert_complete(store: Path, good: dict[str, str], bad: list[str], tiny_ort_encoder) -> None:
     """Every good input exactly once with its embedding, every bad one listed once, no leftovers."""
     opened = open_store(store)
     assert sorted(opened.ids) == sorted(good)  # none lost, none duplicated
     assert sorted(e["path"] for e in opened.errors()) == bad
-    np.testing.assert_allclose(opened.embeddings(np.float32), encoder.embed([good[i] for i in opened.ids], "photo"),
+    np.testing.assert_allclose(opened.embeddings(np.float32), tiny_ort_encoder.embed([good[i] for i in opened.ids], "photo"),
                                atol=2e-3)
     assert not list(store.rglob("*.tmp"))
     committed = {f"{kind}-{s:05d}.{ext}" for s in range(opened.info["counts"]["shards"])
@@ -98,18 +98,18 @@ def _assert_complete(store: Path, good: dict[str, str], bad: list[str], encoder)
 # ------------------------------------------------------------------ SIGKILL
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_embed_sigkilled_at_a_random_point_then_resumed_has_every_good_input_once(seed, engine_dir, encoder, tmp_path):
+def test_embed_sigkilled_at_a_random_point_then_resumed_has_every_good_input_once(seed, tiny_engine_dir, tiny_ort_encoder, tmp_path):
     gallery, store = tmp_path / "gallery", tmp_path / "store"
     good, bad = _inputs(gallery, make_gallery(gallery, N_GOOD, seed=seed))
-    argv = _embed_argv(engine_dir, gallery, "{out}")
+    argv = _embed_argv(tiny_engine_dir, gallery, "{out}")
     proc = run_killed("cli", [argv, str(store)], float(np.random.default_rng(seed).uniform()), EMBED_SCOPE)
     print(f"seed {seed}: {kill_point(proc)}")
-    partial = _assert_consistent(store, good, bad, encoder)
+    partial = _assert_consistent(store, good, bad, tiny_ort_encoder)
     assert partial < len(good), f"{kill_point(proc)}: the kill came after the job, resume was not tested"
     resumed = CliRunner().invoke(main, [a.replace("{out}", str(store)) for a in argv])
     assert resumed.exit_code == 0, resumed.output
     assert f"embedded {len(good) - partial} images" in resumed.stdout
-    _assert_complete(store, good, bad, encoder)
+    _assert_complete(store, good, bad, tiny_ort_encoder)
 
 
 def _flat(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
@@ -183,11 +183,11 @@ _DISK_FULL = r"the disk is full \(No space left on device\); free disk space \(o
     pytest.param("errors.jsonl", 2, False, id="errors-file"),
     pytest.param("store.json", 3, False, id="commit-record-of-shard-1"),
 ])
-def test_a_full_disk_mid_embed_keeps_the_store_consistent_and_says_so(name, occurrence, mid_write, engine_dir,
-                                                                      encoder, tmp_path, monkeypatch):
+def test_a_full_disk_mid_embed_keeps_the_store_consistent_and_says_so(name, occurrence, mid_write, tiny_engine_dir,
+                                                                      tiny_ort_encoder, tmp_path, monkeypatch):
     gallery, store = tmp_path / "gallery", tmp_path / "store"
     good, bad = _inputs(gallery, make_gallery(gallery, N_GOOD))
-    argv = _embed_argv(engine_dir, gallery, str(store))
+    argv = _embed_argv(tiny_engine_dir, gallery, str(store))
     with monkeypatch.context() as patch:
         disk = _FullDisk(patch, name, occurrence, mid_write)
         failed = CliRunner().invoke(main, argv)
@@ -197,10 +197,10 @@ def test_a_full_disk_mid_embed_keeps_the_store_consistent_and_says_so(name, occu
     assert re.match(rf"error: cannot write {re.escape(str(store))}/\S*{re.escape(name)}: {_DISK_FULL}", line), line
     assert re.search(r"keeps its \d+ committed rows: re-running `splip-engine embed` with the same --out resumes", line)
     assert not list(store.rglob("*.tmp"))  # the failed write left no temp file behind
-    assert _assert_consistent(store, good, bad, encoder) >= SHARD  # what was committed before is kept
+    assert _assert_consistent(store, good, bad, tiny_ort_encoder) >= SHARD  # what was committed before is kept
     resumed = CliRunner().invoke(main, argv)
     assert resumed.exit_code == 0, resumed.output
-    _assert_complete(store, good, bad, encoder)
+    _assert_complete(store, good, bad, tiny_ort_encoder)
 
 
 @pytest.mark.parametrize("name", ["index-", "ids-", "index.json"])

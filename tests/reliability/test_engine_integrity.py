@@ -86,10 +86,10 @@ DAMAGE = {  # name: (what is done to a copy of the engine, load_engine kwargs, t
 
 
 @pytest.fixture
-def damaged(engine_dir, tmp_path) -> Callable[[str], Path]:
+def damaged(tiny_engine_dir, tmp_path) -> Callable[[str], Path]:
     def make(name: str) -> Path:
         copy = tmp_path / name
-        shutil.copytree(engine_dir, copy)
+        shutil.copytree(tiny_engine_dir, copy)
         DAMAGE[name][0](copy)
         return copy
     return make
@@ -105,7 +105,7 @@ def _cli_error(argv: list[str]) -> str:
 
 
 @pytest.mark.parametrize("name", list(DAMAGE))
-def test_a_damaged_or_mismatched_engine_is_refused_with_a_clear_message(name, damaged, gallery_index_dir, tmp_path):
+def test_a_damaged_or_mismatched_engine_is_refused_with_a_clear_message(name, damaged, tiny_gallery_index_dir, tmp_path):
     engine = damaged(name)
     _, kwargs, message = DAMAGE[name]
     with pytest.raises(SpLIPError, match=message):
@@ -113,7 +113,7 @@ def test_a_damaged_or_mismatched_engine_is_refused_with_a_clear_message(name, da
             [np.zeros((8, 8, 3), np.uint8)], "sketch")
     if kwargs.get("verify", True):  # the CLI always verifies
         query = CASES_BY_KIND["one_pixel"].make(tmp_path)
-        line = _cli_error(["search", "--engine", str(engine), "--index", str(gallery_index_dir),
+        line = _cli_error(["search", "--engine", str(engine), "--index", str(tiny_gallery_index_dir),
                            "--backend", kwargs.get("backend", "onnxruntime"), "--device", "cpu", str(query)])
         assert re.search(message, line), line
 
@@ -128,19 +128,19 @@ def _foreign_index(tmp_path: Path, dim: int, engine_hash: str) -> Path:
     (32, None, r"embedding_dim 32 \(index\) != 64 \(engine\)"),
     (64, "0" * 64, r"engine_hash '0{64}' \(index\) != '[0-9a-f]{64}' \(engine\)"),
 ], ids=["other_dim", "other_engine_hash"])
-def test_an_index_built_with_another_engine_is_refused(dim, engine_hash, message, encoder, engine_dir, tmp_path):
+def test_an_index_built_with_another_engine_is_refused(dim, engine_hash, message, tiny_ort_encoder, tiny_engine_dir, tmp_path):
     index_dir = _foreign_index(tmp_path, dim, engine_hash)
     refusal = rf"the index was built with another engine: {message}; re-embed the gallery with this engine"
     index = GalleryIndex.load(index_dir)
     with pytest.raises(SpLIPError, match=refusal):
-        index.check_compatible(encoder.manifest)
-    if dim != encoder.embedding_dim:  # the library search refuses a dim mismatch on its own too
+        index.check_compatible(tiny_ort_encoder.manifest)
+    if dim != tiny_ort_encoder.embedding_dim:  # the library search refuses a dim mismatch on its own too
         with pytest.raises(SpLIPError, match=r"engine embeds to 64 dims but the index holds 32"):
-            search_images(encoder, index, [np.zeros((8, 8, 3), np.uint8)])
+            search_images(tiny_ort_encoder, index, [np.zeros((8, 8, 3), np.uint8)])
     with pytest.raises(SpLIPError, match=refusal):  # serve refuses before it listens
-        run_server(engine_dir, index_dir, backend="onnxruntime", device="cpu")
+        run_server(tiny_engine_dir, index_dir, backend="onnxruntime", device="cpu")
     query = CASES_BY_KIND["one_pixel"].make(tmp_path)
-    line = _cli_error(["search", "--engine", str(engine_dir), "--index", str(index_dir), "--device", "cpu", str(query)])
+    line = _cli_error(["search", "--engine", str(tiny_engine_dir), "--index", str(index_dir), "--device", "cpu", str(query)])
     assert re.search(refusal, line), line
 
 
@@ -148,13 +148,13 @@ def test_an_index_built_with_another_engine_is_refused(dim, engine_hash, message
     ({"engine_hash": "0" * 64}, r"engine_hash '0{64}' != '[0-9a-f]{64}'"),
     ({"modality": "sketch"}, r"modality 'sketch' != 'photo'"),
 ], ids=["other_engine_hash", "other_modality"])
-def test_embedding_into_a_store_of_another_engine_is_refused(change, message, encoder, engine_dir, tmp_path):
-    engine = {"engine_hash": encoder.manifest["engine_hash"], **{k: v for k, v in change.items() if k == "engine_hash"}}
-    with StoreWriter(tmp_path / "store", encoder.embedding_dim, change.get("modality", "photo"), engine) as writer:
-        writer.add(np.eye(encoder.embedding_dim, dtype=np.float32)[:1], ["old"], ["/old.png"])
+def test_embedding_into_a_store_of_another_engine_is_refused(change, message, tiny_ort_encoder, tiny_engine_dir, tmp_path):
+    engine = {"engine_hash": tiny_ort_encoder.manifest["engine_hash"], **{k: v for k, v in change.items() if k == "engine_hash"}}
+    with StoreWriter(tmp_path / "store", tiny_ort_encoder.embedding_dim, change.get("modality", "photo"), engine) as writer:
+        writer.add(np.eye(tiny_ort_encoder.embedding_dim, dtype=np.float32)[:1], ["old"], ["/old.png"])
     photos = tmp_path / "photos"
     photos.mkdir()
     CASES_BY_KIND["one_pixel"].make(photos)
-    line = _cli_error(["embed", "--engine", str(engine_dir), "--input", str(photos), "--out", str(tmp_path / "store"),
+    line = _cli_error(["embed", "--engine", str(tiny_engine_dir), "--input", str(photos), "--out", str(tmp_path / "store"),
                        "--workers", "0", "--device", "cpu"])
     assert re.search(rf"store \S+ was written by another engine: {message}; use a new --out", line), line

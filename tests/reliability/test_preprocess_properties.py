@@ -71,14 +71,14 @@ def test_a_pil_image_of_any_mode_and_transparency_is_a_result_or_our_error(mode,
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sources=st.lists(st.one_of(st.binary(max_size=128), damaged_images(), good_images()), min_size=1, max_size=4),
        modality=MODALITY)
-def test_encoder_embed_gives_unit_vectors_or_our_error(encoder, sources, modality):
+def test_encoder_embed_gives_unit_vectors_or_our_error(tiny_ort_encoder, sources, modality):
     try:
-        vectors = encoder.embed(sources, modality)
+        vectors = tiny_ort_encoder.embed(sources, modality)
     except ImageDecodeError as e:
         position = int(re.match(r"image (\d+): ", str(e)).group(1))  # names the first bad input
         assert 0 <= position < len(sources)
         with pytest.raises(ImageDecodeError):
-            preprocess(sources[position], modality, encoder.spec)
+            preprocess(sources[position], modality, tiny_ort_encoder.spec)
         return
-    assert vectors.shape == (len(sources), encoder.embedding_dim) and vectors.dtype == np.float32
+    assert vectors.shape == (len(sources), tiny_ort_encoder.embedding_dim) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)

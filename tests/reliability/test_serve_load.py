@@ -25,7 +25,6 @@ from PIL import Image
 from serve.helpers import make_png, reference_search, wait_until
 from splip_engine.index import GalleryIndex
 
-from .conftest import GALLERY_SIZE
 
 N_REQUESTS = 2000  # ~12 s on 2 idle cores, ~26 s on 2 cores shared with another job
 N_CLIENTS = 32
@@ -49,11 +48,11 @@ IMAGES = [make_png(seed) for seed in range(16)] + [_photo_png(seed) for seed in 
 class Server:
     """A `splip-engine serve` subprocess; its log goes to a file."""
 
-    def __init__(self, engine_dir: Path, index_dir: Path, log: Path):
+    def __init__(self, tiny_engine_dir: Path, index_dir: Path, log: Path):
         self.log_path = log
         self._log = open(log, "w")  # noqa: SIM115 -- closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "splip_engine", "serve", "--engine", str(engine_dir), "--index", str(index_dir),
+            [sys.executable, "-m", "splip_engine", "serve", "--engine", str(tiny_engine_dir), "--index", str(index_dir),
              "--port", "0", "--max-body-mb", str(MAX_BODY_MB), "--max-k", str(K_MAX), "--device", "cpu"],
             stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
@@ -81,8 +80,8 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(engine_dir, gallery_index_dir, tmp_path_factory):
-    running = Server(engine_dir, gallery_index_dir, tmp_path_factory.mktemp("serve") / "server.log")
+def server(tiny_engine_dir, tiny_gallery_index_dir, tmp_path_factory):
+    running = Server(tiny_engine_dir, tiny_gallery_index_dir, tmp_path_factory.mktemp("serve") / "server.log")
     try:
         yield running
     finally:
@@ -90,12 +89,12 @@ def server(engine_dir, gallery_index_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def expected(encoder, gallery_index_dir) -> dict[tuple[int, str], tuple[list[str], np.ndarray]]:
+def expected(tiny_ort_encoder, tiny_gallery_index_dir) -> dict[tuple[int, str], tuple[list[str], np.ndarray]]:
     """The Python API's top-K_MAX (ids, scores) for each image and modality."""
-    index = GalleryIndex.load(gallery_index_dir)
+    index = GalleryIndex.load(tiny_gallery_index_dir)
     out = {}
     for modality in ("sketch", "photo"):
-        scores, ids = reference_search(encoder, index, IMAGES, K_MAX, modality)
+        scores, ids = reference_search(tiny_ort_encoder, index, IMAGES, K_MAX, modality)
         out.update({(i, modality): (list(ids[i]), scores[i]) for i in range(len(IMAGES))})
     return out
 
@@ -283,8 +282,8 @@ def test_bad_k_is_422_in_form_and_query(server, expected, k, message):
     _assert_healthy(server, expected)
 
 
-def test_k_up_to_the_limit_is_answered_whole(server, expected):
+def test_k_up_to_the_limit_is_answered_whole(server, expected, tiny_gallery_index_dir):
     response = httpx.post(f"{server.url}/search", params={"k": K_MAX}, content=IMAGES[5],
                           headers={"Content-Type": "image/png"}, timeout=TIMEOUT)
-    assert response.status_code == 200 and len(response.json()["results"]) == min(K_MAX, GALLERY_SIZE)
+    assert response.status_code == 200 and len(response.json()["results"]) == min(K_MAX, GalleryIndex.load(tiny_gallery_index_dir).count)
     _check_answer(response.json(), expected, 5, "sketch", K_MAX)

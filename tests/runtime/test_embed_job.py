@@ -19,7 +19,7 @@ from splip_engine.runtime.embed_job import run_embed
 from splip_engine.runtime.inputs import resolve_inputs
 from splip_engine.runtime.pipeline import iter_pixel_batches
 
-from .conftest import make_gallery
+from data.imagefactory import make_gallery
 
 
 def test_embed_writes_every_good_input_once_and_lists_bad_ones(tiny_checkpoint, tmp_path):

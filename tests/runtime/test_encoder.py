@@ -11,7 +11,7 @@ from splip_engine.data.images import ImageDecodeError
 from splip_engine.data.transforms import PreprocessSpec, preprocess
 from splip_engine.runtime import load_engine
 
-from .conftest import random_images
+from data.imagefactory import random_images
 
 
 def test_embed_matches_the_model_from_paths_pil_and_arrays(tiny_checkpoint, tmp_path):
@@ -54,8 +54,14 @@ def test_load_engine_refuses_bad_paths_and_options(tiny_checkpoint, tmp_path):
         load_engine(tmp_path / "missing")
     with pytest.raises(SpLIPError, match="backend='magic'"):
         load_engine(tiny_checkpoint, backend="magic")
+    with pytest.raises(SpLIPError, match="device='gpu0'"):
+        load_engine(tiny_checkpoint, device="gpu0")
     with pytest.raises(SpLIPError, match="is a checkpoint, not an engine dir"):
         load_engine(tiny_checkpoint, backend="onnxruntime")
-    if not torch.cuda.is_available():
-        with pytest.raises(SpLIPError, match="no CUDA GPU"):
-            load_engine(tiny_checkpoint, device="cuda")
+
+
+def test_cuda_without_a_visible_gpu_is_refused_on_every_machine(tiny_checkpoint, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # hidden, so this runs on GPU machines too
+    with pytest.raises(SpLIPError, match=r"device='cuda' but no CUDA GPU is visible; use --device cpu"):
+        load_engine(tiny_checkpoint, device="cuda")
+    assert load_engine(tiny_checkpoint, device="auto").device == "cpu"

@@ -10,7 +10,7 @@ from splip_engine.index import open_store
 from splip_engine.runtime import load_engine
 from splip_engine.runtime.embed_job import run_embed
 
-from .conftest import make_gallery
+from data.imagefactory import make_gallery
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(importlib.util.find_spec("ray") is None,

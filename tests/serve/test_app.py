@@ -11,7 +11,6 @@ import pytest
 
 from splip_engine.serve import ServeSettings, create_app
 
-from .conftest import GALLERY_SIZE
 from .helpers import (
     GatedEncoder,
     make_png,
@@ -74,10 +73,10 @@ def test_raw_image_body_with_k_in_the_query(server, tiny_encoder, gallery_index,
     _assert_matches_python_api(response, tiny_encoder, gallery_index, sketches[0], 3)
 
 
-def test_k_above_the_gallery_size_returns_the_whole_gallery(server):
-    response = _post(server, make_png(99), k=GALLERY_SIZE + 50)
+def test_k_above_the_gallery_size_returns_the_whole_gallery(server, gallery_index):
+    response = _post(server, make_png(99), k=len(gallery_index) + 50)
     assert response.status_code == 200
-    assert len(response.json()["results"]) == GALLERY_SIZE
+    assert len(response.json()["results"]) == len(gallery_index)
 
 
 @pytest.mark.parametrize("png, message", [
@@ -132,11 +131,11 @@ def test_oversize_body_is_413_declared_or_streamed(server):
     assert multipart.status_code == 413
 
 
-def test_healthz_describes_engine_and_index(server, tiny_encoder):
+def test_healthz_describes_engine_and_index(server, tiny_encoder, gallery_index):
     body = httpx.get(f"{server}/healthz").json()
     assert body["status"] == "ok"
     assert body["engine"]["embedding_dim"] == tiny_encoder.embedding_dim and body["engine"]["backend"] == "torch"
-    assert body["index"] == {**body["index"], "size": GALLERY_SIZE, "dim": tiny_encoder.embedding_dim}
+    assert body["index"] == {**body["index"], "size": len(gallery_index), "dim": tiny_encoder.embedding_dim}
 
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_]+="[^"]*"(,[a-zA-Z_]+="[^"]*")*\})? (\S+)$')
