@@ -12,11 +12,6 @@ from splip_engine.data.mini import make_mini_dataset
 from splip_engine.train import LOG_FILE, TrainConfig, cosine_with_warmup, run_train
 
 
-@pytest.fixture(scope="module")
-def mini(tmp_path_factory):
-    return make_mini_dataset(tmp_path_factory.mktemp("mini") / "data", classes=6, per_class=8)
-
-
 def _cfg(mini, out, **kw) -> TrainConfig:
     base = TrainConfig(sketch_root=str(mini.sketch_root), photo_root=str(mini.photo_root),
                        split=str(mini.unseen_file), out=str(out), epochs=2, batch_size=8, workers=0,
