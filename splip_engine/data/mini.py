@@ -11,7 +11,7 @@ import io
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,7 +156,7 @@ class ClipartCorpus:
 
     root: Path
     roots: dict[str, Path]
-    """Caption kind -> ROOT/<class>/* folder: "photo", "clip art", "line drawing" (pretrain_clip's input)."""
+    """Caption kind -> ROOT/<class>/* folder, of "photo", "clip art", "line drawing" (pretrain_clip's input)."""
     classes: tuple[str, ...]
     per_class: int
 
@@ -225,30 +225,35 @@ _CORPUS_KINDS = {"photo": "photo", "clip art": "clipart", "line drawing": "linea
 
 
 def make_clipart_corpus(out: str | os.PathLike, classes: int = 16, per_class: int = 24, seed: int = 0,
-                        size: int = 64) -> ClipartCorpus:
-    """Write what the stand-in CLIP is pre-trained on, standing in for web image-caption pairs:
-    `photo/<class>/` photos (drawn like the SBIR set's, in other poses and colours),
-    `clipart/<class>/` clip-art (flat-coloured filled silhouettes, half with a clean dark outline)
-    and `lineart/<class>/` clean vector line drawings (one even, closed outline). None of them is
-    a free-hand sketch, and no image of `make_mini_dataset`'s set is among them."""
+                        size: int = 64, kinds: Sequence[str] = tuple(_CORPUS_KINDS)) -> ClipartCorpus:
+    """Write what the stand-in CLIP is pre-trained on, standing in for web image-caption pairs,
+    one folder per caption kind of `kinds`: `photo/<class>/` photos (drawn like the SBIR set's, in
+    other poses and colours), `clipart/<class>/` clip-art (flat-coloured filled silhouettes, half
+    with a clean dark outline), `lineart/<class>/` clean vector line drawings (one even, closed
+    outline). None of them is a free-hand sketch, and no image of `make_mini_dataset`'s set is among
+    them. Each kind's images are the same whichever other kinds are written."""
     _check_sizes(classes, per_class, size)
+    unknown = sorted(set(kinds) - set(_CORPUS_KINDS))
+    if unknown or not kinds:
+        raise SpLIPError(f"corpus kinds {unknown or list(kinds)}: choose from {list(_CORPUS_KINDS)}")
     names = SHAPES[:classes]
     draw = {"photo": _draw_photo, "clip art": _draw_clipart, "line drawing": _draw_lineart}
+    folders = {kind: _CORPUS_KINDS[kind] for kind in _CORPUS_KINDS if kind in kinds}
 
     def fill(staging: Path) -> None:
         for class_index, name in enumerate(names):
-            for folder in _CORPUS_KINDS.values():
+            for folder in folders.values():
                 (staging / folder / name).mkdir(parents=True)
             for i in range(per_class):
-                rng = np.random.default_rng([seed, class_index, i, _CORPUS_STREAM])
-                for kind, folder in _CORPUS_KINDS.items():
+                for kind, folder in folders.items():
+                    rng = np.random.default_rng([seed, class_index, i, _CORPUS_STREAM, list(_CORPUS_KINDS).index(kind)])
                     image = draw[kind](_shape(name), _Pose.draw(size, rng), rng)
                     fmt, suffix = ("JPEG", "jpg") if kind == "photo" else ("PNG", "png")
                     (staging / folder / name / f"{name}_{i:04d}.{suffix}").write_bytes(
                         _encode(image, fmt, **({"quality": 90} if fmt == "JPEG" else {})))
 
     root = _write_atomically(out, fill)
-    return ClipartCorpus(root, {kind: root / folder for kind, folder in _CORPUS_KINDS.items()}, names, per_class)
+    return ClipartCorpus(root, {kind: root / folder for kind, folder in folders.items()}, names, per_class)
 
 
 @dataclass(frozen=True)
