@@ -94,7 +94,15 @@ PLAIN, UNTRAINED = "CLIP, no prompts (torch)", "SpLIP untrained (torch)"
 
 
 def run_demo(cfg: DemoConfig = DemoConfig(), progress: bool = True) -> DemoReport:
-    """Run the whole pipeline into `cfg.out` and return the report (also report.json, report.md)."""
+    """Run the whole pipeline into `cfg.out` and return the report (also report.json, report.md),
+    torch on the intra-op threads a tiny model wants (splip_engine/cpu_threads.py)."""
+    from splip_engine.cpu_threads import intra_op_threads, torch_threads
+
+    with torch_threads(intra_op_threads("tiny", cfg.workers)):
+        return _run_demo(cfg, progress)
+
+
+def _run_demo(cfg: DemoConfig, progress: bool) -> DemoReport:
     from splip_engine.config import SpLIPConfig
     from splip_engine.data.folder import SBIRFolder
     from splip_engine.data.mini import make_clipart_corpus, make_mini_dataset

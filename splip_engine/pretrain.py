@@ -50,7 +50,7 @@ def pretrain_clip(roots: Mapping[str, str | Path], out_file: str | Path, clip_mo
     import open_clip
     from tqdm import tqdm
 
-    from splip_engine.cpu_threads import torch_threads, training_threads
+    from splip_engine.cpu_threads import intra_op_threads, torch_threads
     from splip_engine.data.transforms import PreprocessSpec
     from splip_engine.model.backbone import create_clip
     from splip_engine.model.splip import cut_at_eot, encode_text_ids
@@ -77,7 +77,7 @@ def pretrain_clip(roots: Mapping[str, str | Path], out_file: str | Path, clip_mo
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
                                   lr=lr, fused=True)  # one kernel per step, not ~10 ops per tensor (2x here)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
-    with torch_threads(training_threads(clip_model)):  # see splip_engine/cpu_threads.py
+    with torch_threads(intra_op_threads(clip_model)):  # see splip_engine/cpu_threads.py
         for step in tqdm(range(steps), desc="pretrain tiny CLIP", unit="step", disable=not progress):
             batch = torch.randint(len(images), (batch_size,), generator=generator)
             image_features = F.normalize(clip.encode_image(_augment(images[batch], generator)), dim=-1)  # (B, D)

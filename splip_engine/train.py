@@ -16,7 +16,7 @@ import torch
 
 from splip_engine.checkpoint import save_checkpoint
 from splip_engine.config import SpLIPConfig
-from splip_engine.cpu_threads import torch_threads, training_threads
+from splip_engine.cpu_threads import intra_op_threads, torch_threads
 from splip_engine.errors import SpLIPError
 from splip_engine.io_utils import write_text_atomic, write_with_atomic
 
@@ -161,10 +161,10 @@ def _append_log(out: Path, record: dict[str, Any]) -> None:
 
 def run_train(model_cfg: SpLIPConfig, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainReport:
     """Train SpLIP prompts on the seen classes of `cfg`'s dataset; write checkpoints into `cfg.out`.
-    On CPU with the intra-op thread count of `training_threads` (a shared machine's cores)."""
+    On CPU with the intra-op thread count of `intra_op_threads` (a shared machine's cores)."""
     if _device(cfg.device).type != "cpu":
         return _run_train(model_cfg, cfg, resume, progress)
-    with torch_threads(training_threads(model_cfg.clip_model, cfg.workers)):
+    with torch_threads(intra_op_threads(model_cfg.clip_model, cfg.workers)):
         return _run_train(model_cfg, cfg, resume, progress)
 
 
