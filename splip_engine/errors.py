@@ -5,6 +5,10 @@ class SpLIPError(Exception):
     """A user-facing error: the message names the bad value and how to fix it."""
 
 
+class ImageDecodeError(SpLIPError):
+    """An image could not be read; the message names the source and what is wrong with it."""
+
+
 class PretrainedWeightsError(SpLIPError):
     """Pretrained CLIP weights could not be found or downloaded."""
 

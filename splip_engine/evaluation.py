@@ -323,7 +323,7 @@ def _category_mask_fn(q_categories: Any, g_categories: Any, targets: torch.Tenso
 
 
 _TITLES = {"map": "mAP", "prec": "P", "acc": "Acc"}
-_COUNT_TITLES = {"n_queries": "queries", "n_skipped": "skipped"}
+_COUNT_TITLES = {"n_queries": "queries", "n_skipped": "skipped", "n_gallery": "gallery"}
 
 
 def _column_title(name: str) -> str:

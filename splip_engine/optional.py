@@ -12,7 +12,7 @@ def import_optional(module: str, install: str) -> ModuleType:
     """`module` imported, or a SpLIPError saying `install` (the pip command that provides it)."""
     try:
         return importlib.import_module(module)
-    except ImportError as e:
+    except (ImportError, OSError) as e:  # OSError: a shared library it binds (e.g. libcairo) is missing
         raise SpLIPError(f"{module} is not installed: {install}") from e
 
 

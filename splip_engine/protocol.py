@@ -10,13 +10,19 @@ from typing import Sequence
 
 import numpy as np
 
-from splip_engine.data.folder import ImageSplit
+from splip_engine.data.folder import ImageSplit, SBIRFolder
 from splip_engine.data.pairs import fg_pair_key
 from splip_engine.errors import SpLIPError
 
 logger = logging.getLogger(__name__)
 
 MODES = ("zs", "gzs", "fg")
+
+GZS_SEEN_PHOTOS = {
+    "all": "every photo of the seen classes, training photos included (as SEM-PCYC's GZS gallery draws them)",
+    "held-out": "only the seen-class photos held out of training (the run's validation part: never trained on)",
+}
+"""Which seen-class photos join the GZS gallery (`gzs_seen_split`)."""
 
 
 @dataclass
@@ -57,11 +63,27 @@ def fg_pairs(queries: EmbeddedPart, gallery: EmbeddedPart) -> tuple[np.ndarray, 
     return np.asarray(rows, dtype=np.int64), np.asarray(targets, dtype=np.int64)
 
 
+def gzs_seen_split(folder: SBIRFolder, seen: Sequence[str], photos: str = "all", fraction: float = 0.1,
+                   seed: int = 0) -> ImageSplit:
+    """The seen classes' part of the GZS gallery: all their photos, or (`photos="held-out"`) the
+    ones `folder.held_out(seen, fraction, seed)` kept out of training, as train.py splits them."""
+    if photos not in GZS_SEEN_PHOTOS:
+        raise SpLIPError(f"unknown GZS seen-photo choice {photos!r}; choose one of {sorted(GZS_SEEN_PHOTOS)}")
+    if photos == "all":
+        return folder.subset(seen)
+    if fraction <= 0:
+        raise SpLIPError(f"GZS with held-out seen photos needs a held-out fraction > 0 (got {fraction}); "
+                         "the training run held none out")
+    return folder.held_out(seen, fraction, seed)[1]
+
+
 def evaluate_protocol(encoder, unseen: ImageSplit, seen: ImageSplit | None = None,
                       modes: Sequence[str] = ("zs", "gzs", "fg"), ks: Sequence[int] = (100, 200),
                       batch_size: int = 64, workers: int = 0) -> dict[str, dict]:
     """Metrics per mode: `zs` / `gzs` -> retrieval_metrics keys, `fg` -> acc_1 / acc_5; plus
-    `"_meta"` with counts, skipped files and timings. GZS needs `seen`."""
+    `"_meta"` with counts, skipped files and timings. Each mode's dict has `n_queries` (the
+    queries averaged over) and `n_gallery` (the photos ranked). GZS needs `seen` (the seen classes'
+    gallery part, e.g. from `gzs_seen_split`)."""
     from splip_engine.evaluation import fg_accuracy, retrieval_metrics
 
     unknown = sorted(set(modes) - set(MODES))
@@ -73,6 +95,7 @@ def evaluate_protocol(encoder, unseen: ImageSplit, seen: ImageSplit | None = Non
     results: dict[str, dict] = {}
     if "zs" in modes:
         results["zs"] = retrieval_metrics(queries.embeddings, queries.labels, photos.embeddings, photos.labels, ks=ks)
+        results["zs"]["n_gallery"] = len(photos.paths)
     skipped = queries.errors + photos.errors
     if "gzs" in modes:
         if seen is None:
@@ -82,11 +105,13 @@ def evaluate_protocol(encoder, unseen: ImageSplit, seen: ImageSplit | None = Non
         gallery = np.concatenate([photos.embeddings, seen_photos.embeddings])
         gallery_labels = np.concatenate([photos.labels, seen_photos.labels])
         results["gzs"] = retrieval_metrics(queries.embeddings, queries.labels, gallery, gallery_labels, ks=ks)
+        results["gzs"]["n_gallery"] = len(gallery)
     if "fg" in modes:
         rows, targets = fg_pairs(queries, photos)
         if len(rows):
             results["fg"] = fg_accuracy(queries.embeddings[rows], photos.embeddings, targets,
                                         q_categories=queries.labels[rows], g_categories=photos.labels)
+            results["fg"]["n_gallery"] = len(photos.paths)  # ranked within the query's class
         else:
             logger.warning("no sketch/photo pairs found (Sketchy naming): FG-ZS skipped")
     results["_meta"] = {"n_sketches": len(queries.paths), "n_photos": len(photos.paths),

@@ -30,6 +30,10 @@ LOG_FILE = "log.jsonl"
 class TrainConfig:
     """Optimisation and data settings of one training run (the model's are in SpLIPConfig)."""
 
+    dataset: str = ""
+    """A distributed dataset's layout (sketchy, tuberlin, quickdraw: data/layouts.py) under `root`;
+    empty: the generic `sketch_root` / `photo_root` class folders."""
+    root: str = ""
     sketch_root: str = ""
     photo_root: str = ""
     split: str = ""
@@ -72,6 +76,23 @@ class TrainReport:
     final_loss: float
     seconds: float
     bad_images: list[str]
+
+
+def read_holdout(model_path: str | Path, fraction: float | None = None, seed: int | None = None,
+                 ) -> tuple[float, int]:
+    """(val_fraction, seed) the run that trained `model_path` held its seen-class validation part
+    out with: the given values, else the run's train_config.json (in `model_path` or its parent,
+    as `run_train` writes it), else TrainConfig's defaults."""
+    if fraction is None or seed is None:
+        for folder in (Path(model_path), Path(model_path).parent):
+            if (folder / "train_config.json").is_file():
+                saved = json.loads((folder / "train_config.json").read_text("utf-8")).get("train", {})
+                fraction = saved.get("val_fraction") if fraction is None else fraction
+                seed = saved.get("seed") if seed is None else seed
+                break
+    defaults = TrainConfig()
+    return (defaults.val_fraction if fraction is None else float(fraction),
+            defaults.seed if seed is None else int(seed))
 
 
 def cosine_with_warmup(warmup_steps: int, total_steps: int):
@@ -173,7 +194,7 @@ def _run_train(model_cfg: SpLIPConfig, cfg: TrainConfig, resume: bool, progress:
     from tqdm import tqdm
 
     from splip_engine.data.datasets import TripletDataset, collate_skip_bad
-    from splip_engine.data.folder import SBIRFolder
+    from splip_engine.data.layouts import DataSource
     from splip_engine.data.sampler import TripletSampler
     from splip_engine.data.transforms import PreprocessSpec, eval_transform, train_transform
     from splip_engine.export import record_latest_checkpoint
@@ -186,7 +207,7 @@ def _run_train(model_cfg: SpLIPConfig, cfg: TrainConfig, resume: bool, progress:
         raise SpLIPError(f"{out} already holds a training run: pass --resume to continue it or another --out")
     torch.manual_seed(cfg.seed)
     device = _device(cfg.device)
-    folder = SBIRFolder(cfg.sketch_root, cfg.photo_root)
+    folder = DataSource(cfg.dataset, cfg.root, cfg.sketch_root, cfg.photo_root, cfg.split).open_folder()
     seen, unseen = folder.split_classes(cfg.split)
     train_split, val_split = folder.held_out(seen, cfg.val_fraction, seed=cfg.seed)
     if model_cfg.vt_context == "classes":

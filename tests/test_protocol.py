@@ -10,7 +10,7 @@ import pytest
 from splip_engine import SpLIPConfig, SpLIPError, build_model
 from splip_engine.data.folder import SBIRFolder
 from splip_engine.data.mini import make_mini_dataset
-from splip_engine.protocol import embed_part, evaluate_protocol, fg_pairs
+from splip_engine.protocol import embed_part, evaluate_protocol, fg_pairs, gzs_seen_split
 from splip_engine.runtime.torch_backend import TorchEncoder, model_manifest
 
 
@@ -43,18 +43,22 @@ def test_modes_score_the_right_queries_against_the_right_galleries(setup, monkey
 
     monkeypatch.setattr(evaluation, "retrieval_metrics", spy)
     results = evaluate_protocol(encoder, folder.subset(unseen), folder.subset(seen))
-    assert set(results) == {"zs", "gzs", "fg", "_meta"} and results["zs"] == results["gzs"] == {"map_all": 0.5}
+    assert set(results) == {"zs", "gzs", "fg", "_meta"}
     assert [s["path"].endswith("broken.png") for s in results["_meta"]["skipped"]] == [True]
     sketches = _files(folder.sketch_root, unseen) - Counter({unseen[0]: 1})  # minus broken.png
     unseen_photos, seen_photos = _files(folder.photo_root, unseen), _files(folder.photo_root, seen)
     (zs_queries, zs_gallery, zs_q, zs_g), (gzs_queries, gzs_gallery, gzs_q, gzs_g) = handed
     assert zs_queries == gzs_queries == sketches
     assert zs_gallery == unseen_photos and gzs_gallery == unseen_photos + seen_photos
+    assert results["zs"] == {"map_all": 0.5, "n_gallery": sum(unseen_photos.values())}  # the gallery sizes reported
+    assert results["gzs"] == {"map_all": 0.5, "n_gallery": sum((unseen_photos + seen_photos).values())}
     direct = encoder.embed(sorted(str(p) for p in (folder.photo_root / unseen[0]).iterdir()), "photo")
     np.testing.assert_allclose(zs_g[: len(direct)], direct, atol=1e-6)  # rows are those photos' embeddings
     np.testing.assert_array_equal(gzs_q, zs_q)
     np.testing.assert_array_equal(gzs_g[: len(zs_g)], zs_g)
     assert 0 <= results["fg"]["acc_1"] <= results["fg"]["acc_5"] <= 1
+    assert (results["fg"]["n_queries"], results["fg"]["n_gallery"]) == (sum(sketches.values()),
+                                                                         sum(unseen_photos.values()))
 
 
 def test_fg_pairs_follow_sketchy_naming(setup):
@@ -71,3 +75,15 @@ def test_unknown_mode_is_refused(setup):
     folder, (_, unseen), encoder = setup
     with pytest.raises(SpLIPError, match="unknown evaluation modes"):
         evaluate_protocol(encoder, folder.subset(unseen), modes=("zs", "top1"))
+
+
+def test_gzs_seen_photos_all_or_only_those_held_out_of_training(setup):
+    folder, (seen, _), _ = setup
+    assert gzs_seen_split(folder, seen, "all") == folder.subset(seen)
+    train, held_out = folder.held_out(seen, 0.25, seed=3)
+    assert gzs_seen_split(folder, seen, "held-out", 0.25, seed=3) == held_out
+    assert all(set(held_out.photos[n]).isdisjoint(train.photos[n]) and held_out.photos[n] for n in seen)
+    with pytest.raises(SpLIPError, match="needs a held-out fraction > 0"):
+        gzs_seen_split(folder, seen, "held-out", 0.0)
+    with pytest.raises(SpLIPError, match="unknown GZS seen-photo choice 'some'"):
+        gzs_seen_split(folder, seen, "some")

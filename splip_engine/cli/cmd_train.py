@@ -27,7 +27,7 @@ from splip_engine.cli.options import batch_size_option, data_options, device_opt
 @click.option("--seed", default=0, show_default=True, type=int)
 @device_option
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
-def command(data_root, sketch_root, photo_root, split, clip_model, pretrained, vt_context, out, epochs, batch_size,
+def command(dataset, root, data_root, sketch_root, photo_root, split, clip_model, pretrained, vt_context, out, epochs, batch_size,
             lr, lr_layernorm, alpha, beta, triplets_per_epoch, fine_grained, no_augment, workers, seed, device, resume):
     """Train SpLIP prompts for a frozen CLIP; writes OUT/checkpoint/ every epoch and OUT/log.jsonl.
 
@@ -35,18 +35,20 @@ def command(data_root, sketch_root, photo_root, split, clip_model, pretrained, v
     Example:
       splip-engine data mini --out mini/
       splip-engine train --data-root mini/ --clip-model tiny --pretrained '' --epochs 5 --out runs/mini
-      splip-engine train --sketch-root Sketchy/sketch --photo-root Sketchy/photo --split sketchy25
+      splip-engine train --dataset sketchy --root Sketchy/ --split sketchy21
+      splip-engine train --sketch-root my/sketch --photo-root my/photo --split my/unseen.txt
     """
+    import dataclasses
+
     from splip_engine.config import SpLIPConfig
     from splip_engine.train import TrainConfig, run_train
 
-    sketch_root, photo_root, split = resolve_data_roots(data_root, sketch_root, photo_root, split)
+    data = resolve_data_roots(data_root, sketch_root, photo_root, split, dataset, root)
     model_cfg = SpLIPConfig(clip_model=clip_model, pretrained=pretrained, vt_context=vt_context, alpha=alpha,
                             beta=beta, seed=seed)
-    cfg = TrainConfig(sketch_root=sketch_root, photo_root=photo_root, split=split, out=out, epochs=epochs,
-                      batch_size=batch_size, triplets_per_epoch=triplets_per_epoch, lr=lr,
-                      lr_layernorm=lr_layernorm, fine_grained=fine_grained, augment=not no_augment,
-                      workers=workers, seed=seed, device=device)
+    cfg = TrainConfig(**dataclasses.asdict(data), out=out, epochs=epochs, batch_size=batch_size,
+                      triplets_per_epoch=triplets_per_epoch, lr=lr, lr_layernorm=lr_layernorm,
+                      fine_grained=fine_grained, augment=not no_augment, workers=workers, seed=seed, device=device)
     report = run_train(model_cfg, cfg, resume=resume)
     click.echo(f"trained {report.epochs_run} epochs in {report.seconds:.0f} s: final loss {report.final_loss:.4f}, "
                f"validation mAP@all {report.val_map_initial:.4f} -> {report.val_map_final:.4f}")

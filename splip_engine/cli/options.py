@@ -1,7 +1,12 @@
 """Options shared by several commands, defined once."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
+
+if TYPE_CHECKING:
+    from splip_engine.data.layouts import DataSource
 
 device_option = click.option(
     "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
@@ -20,30 +25,37 @@ fp16_option = click.option("--fp16", is_flag=True, help="Half precision (fp16) e
 
 
 def data_options(f):
-    """--data-root (with sketch/ and photo/ inside) or --sketch-root/--photo-root, and --split."""
+    """--dataset/--root (a dataset as distributed), --data-root (with sketch/ and photo/ inside) or
+    --sketch-root/--photo-root, and --split; `resolve_data_roots` turns them into a DataSource."""
+    from splip_engine.data.layouts import LAYOUTS
+
     f = click.option("--split", default=None,
                      help="Unseen classes: sketchy25|sketchy21|tuberlin30|quickdraw30 or a file with one class per "
-                          "line. Default: DATA_ROOT/unseen.txt.")(f)
+                          "line. Default: the --dataset's standard split, or DATA_ROOT/unseen.txt.")(f)
     f = click.option("--photo-root", type=click.Path(), default=None, help="PHOTO_ROOT/<class>/* photos.")(f)
     f = click.option("--sketch-root", type=click.Path(), default=None, help="SKETCH_ROOT/<class>/* sketches.")(f)
-    return click.option("--data-root", type=click.Path(), default=None,
-                        help="A dataset dir holding sketch/ and photo/ (e.g. from `splip-engine data mini`).")(f)
+    f = click.option("--data-root", type=click.Path(), default=None,
+                     help="A dataset dir holding sketch/ and photo/ (e.g. from `splip-engine data mini`).")(f)
+    f = click.option("--root", type=click.Path(), default=None,
+                     help="The folder --dataset unpacked to (e.g. Sketchy/ holding 256x256/ and EXTEND_image_sketchy/).")(f)
+    return click.option("--dataset", type=click.Choice(sorted(LAYOUTS)), default=None,
+                        help="A dataset as the ZS-SBIR code bases distribute it (Sketchy-Ext, TU-Berlin-Ext, "
+                             "QuickDraw-Ext), under --root; its class names are matched to the split files.")(f)
 
 
-def resolve_data_roots(data_root, sketch_root, photo_root, split) -> tuple[str, str, str]:
-    """(sketch_root, photo_root, split) from the data options, with a clear error when incomplete."""
+def resolve_data_roots(data_root: str | None, sketch_root: str | None, photo_root: str | None, split: str | None,
+                       dataset: str | None = None, root: str | None = None) -> DataSource:
+    """The DataSource the data options name, with a clear error when they are incomplete or mixed."""
     from pathlib import Path
 
-    from splip_engine.errors import SpLIPError
+    from splip_engine.data.layouts import DataSource, get_layout
 
     if data_root:
         sketch_root = sketch_root or str(Path(data_root) / "sketch")
         photo_root = photo_root or str(Path(data_root) / "photo")
         if split is None and (Path(data_root) / "unseen.txt").is_file():
             split = str(Path(data_root) / "unseen.txt")
-    if not sketch_root or not photo_root:
-        raise SpLIPError("no dataset given: pass --data-root DIR (with sketch/ and photo/) or --sketch-root and "
-                         "--photo-root (make a small one with `splip-engine data mini --out mini/`)")
-    if split is None:
-        raise SpLIPError("no split given: pass --split sketchy25|sketchy21|tuberlin30|quickdraw30 or a class list file")
-    return sketch_root, photo_root, split
+    if dataset and split is None:
+        split = get_layout(dataset).default_split
+    return DataSource(dataset=dataset or "", root=root or "", sketch_root=sketch_root or "",
+                      photo_root=photo_root or "", split=split or "")

@@ -1,5 +1,7 @@
-"""SBIR datasets on disk: `SKETCH_ROOT/<class>/*` and `PHOTO_ROOT/<class>/*` (SPEC.md §4),
-scanned once in a deterministic order and split into seen / unseen / held-out parts."""
+"""SBIR datasets on disk: `SKETCH_ROOT/<class>/*` and `PHOTO_ROOT/<class>/*` (SPEC.md §4), one
+root or several merged per class, scanned once in a deterministic order, class names matched to the
+split files' spelling, and split into seen / unseen / held-out parts. The layouts of the datasets
+as distributed (Sketchy-Ext, TU-Berlin-Ext, QuickDraw-Ext) are in data/layouts.py."""
 from __future__ import annotations
 
 import logging
@@ -10,14 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
+from splip_engine.data.classnames import closest_names, match_names
 from splip_engine.data.pairs import fg_pair_key
 from splip_engine.data.splits import load_unseen_classes
 from splip_engine.errors import SpLIPError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
-"""Files with these suffixes (any case) are images; every other file in a class folder is ignored."""
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm",
+                              ".svg"})
+"""Files with these suffixes (any case) are images (SVG sketches are rasterised, data/svg.py); every
+other file in a class folder is ignored."""
+
+RootArg = str | os.PathLike | Sequence[str | os.PathLike]
 
 
 @dataclass(frozen=True)
@@ -42,36 +49,49 @@ class ImageSplit:
 
 class SBIRFolder:
     """Class folders of sketches and photos. `classes` are those with images on both sides;
-    `skipped` maps every other class folder to the reason it is not used."""
+    `skipped` maps every other class to the reason it is not used.
 
-    def __init__(self, sketch_root: str | os.PathLike, photo_root: str | os.PathLike):
-        self.sketch_root = Path(sketch_root)
-        self.photo_root = Path(photo_root)
-        sketches = _scan_root(self.sketch_root, "sketch")
-        photos = _scan_root(self.photo_root, "photo")
+    `sketch_root` / `photo_root`: one folder of class folders, or several merged per class (a
+    dataset's original and extended photos: a file whose stem an earlier root of the class already
+    has is a duplicate, counted once, so FG pairs keep pointing at the first root's photos).
+    `class_names`: the names to spell classes by (a dataset's split files); each folder takes the
+    name it matches (data/classnames.py: case, `_` / space, punctuation), else its own name;
+    `aliases` maps misspelt folder names to the spelling to match instead. Photo folders that no
+    sketch folder spells alike are matched to the sketch classes the same way.
+    """
+
+    def __init__(self, sketch_root: RootArg, photo_root: RootArg, class_names: Sequence[str] = (),
+                 aliases: Mapping[str, str] | None = None):
+        self.sketch_roots, self.photo_roots = _as_roots(sketch_root), _as_roots(photo_root)
+        self.sketch_root, self.photo_root = self.sketch_roots[0], self.photo_roots[0]
+        sketches, self.sketch_duplicates = _scan_roots(self.sketch_roots, "sketch", class_names, aliases)
+        photos, self.photo_duplicates = _scan_roots(self.photo_roots, "photo", class_names, aliases)
+        photos = _spell_like(photos, sketches)
         self.skipped: dict[str, str] = {}
         for name in sorted(set(sketches) | set(photos)):
             why = _unusable_reason(sketches.get(name), photos.get(name))
             if why:
-                self.skipped[name] = why
+                other = photos if name in sketches else sketches
+                near = closest_names(name, [n for n in other if n not in sketches or n not in photos])
+                self.skipped[name] = why + (f" (closest unpaired folders: {near})" if near else "")
         if self.skipped:
             log.warning("skipping %d class folders: %s", len(self.skipped),
                         "; ".join(f"{name}: {why}" for name, why in self.skipped.items()))
         self.classes: tuple[str, ...] = tuple(n for n in sorted(sketches) if n not in self.skipped)
         if not self.classes:
             raise SpLIPError(
-                f"no class has images under both {self.sketch_root} and {self.photo_root}: sketch classes "
-                f"{_preview(sketches)}, photo classes {_preview(photos)}; class folders must have the same names"
+                f"no class has images under both {_names(self.sketch_roots)} and {_names(self.photo_roots)}: sketch "
+                f"classes {_preview(sketches)}, photo classes {_preview(photos)}; class folders must have the same names"
             )
         self.sketches = {name: sketches[name] for name in self.classes}
         self.photos = {name: photos[name] for name in self.classes}
 
     def split_classes(self, unseen: str | os.PathLike | Sequence[str]) -> tuple[list[str], list[str]]:
         """(seen, unseen) class names, each sorted. `unseen` is a split name (`sketchy25`, ...), a
-        class list file, or the names themselves; each unseen name must be a usable class here."""
+        class list file, or the names themselves; each unseen name must match a usable class here
+        (data/classnames.py), or one error lists every name that does not, with the closest folders."""
         names = load_unseen_classes(unseen) if isinstance(unseen, (str, os.PathLike)) else list(unseen)
-        self._check_known(names, "unseen")
-        unseen_set = set(names)
+        unseen_set = set(self._resolve(names, "unseen"))
         seen = [name for name in self.classes if name not in unseen_set]
         if not seen:
             raise SpLIPError("every class is unseen, none is left for training; check the split")
@@ -81,8 +101,7 @@ class SBIRFolder:
         """All images of `classes` (sorted), labelled by their index in that sorted list."""
         if not classes:
             raise SpLIPError("no classes requested; name at least one class")
-        self._check_known(classes, "requested")
-        names = tuple(sorted(set(classes)))
+        names = tuple(sorted(set(self._resolve(classes, "requested"))))
         return ImageSplit(names, {n: self.sketches[n] for n in names}, {n: self.photos[n] for n in names})
 
     def held_out(self, seen: Sequence[str], fraction: float = 0.1, seed: int = 0) -> tuple[ImageSplit, ImageSplit]:
@@ -109,16 +128,78 @@ class SBIRFolder:
         val = ImageSplit(full.classes, part(full.sketches, val_sketches, False), part(full.photos, val_photos, False))
         return train, val
 
-    def _check_known(self, names: Sequence[str], role: str) -> None:
-        """Refuse class names that are not usable here, saying why for each."""
-        missing = [n for n in dict.fromkeys(names) if n not in self.sketches]
+    def _resolve(self, names: Sequence[str], role: str) -> list[str]:
+        """The usable class each of `names` matches; one error naming every name that matches
+        none, with why (a skipped class) or the closest usable class names."""
+        matched = match_names(names, self.classes)
+        missing = [n for n in dict.fromkeys(names) if n not in matched]
         if missing:
-            reasons = ", ".join(f"{n!r} ({self.skipped.get(n, 'no such class folder')})" for n in missing[:10])
+            skipped = match_names(missing, self.skipped)
+            reasons = ", ".join(f"{n!r} ({self._why_not(n, skipped.get(n))})" for n in missing[:10])
             more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
             raise SpLIPError(
-                f"{len(missing)} {role} classes are not usable classes under {self.sketch_root} and "
-                f"{self.photo_root}: {reasons}{more}; does the split belong to this dataset?"
+                f"{len(missing)} {role} classes match no usable class under {_names(self.sketch_roots)} and "
+                f"{_names(self.photo_roots)}: {reasons}{more}; does the split belong to this dataset?"
             )
+        return [matched[n] for n in names]
+
+
+    def _why_not(self, name: str, skipped: str | None) -> str:
+        """Why `name` is no usable class: the skipped class it matches and why, or the closest classes."""
+        if skipped is not None:
+            return (f"class {skipped!r}: " if skipped != name else "") + self.skipped[skipped]
+        return f"closest classes: {closest_names(name, self.classes) or 'none'}"
+
+
+def _as_roots(roots: RootArg) -> tuple[Path, ...]:
+    """One root or several, as a non-empty tuple of Paths."""
+    found = (Path(roots),) if isinstance(roots, (str, os.PathLike)) else tuple(Path(r) for r in roots)
+    if not found:
+        raise SpLIPError("no root folder given; pass a folder with one subfolder per class")
+    return found
+
+
+def _scan_roots(roots: Sequence[Path], kind: str, class_names: Sequence[str], aliases: Mapping[str, str] | None,
+                ) -> tuple[dict[str, tuple[Path, ...]], int]:
+    """(class -> its image files, duplicates dropped): each root scanned, its folders named by
+    `class_names` where they match, merged per class in root order; a file whose stem an earlier
+    root gave the class already is a duplicate."""
+    merged: dict[str, list[Path]] = {}
+    stems: dict[str, set[str]] = {}
+    duplicates = 0
+    for root in roots:
+        folders = _scan_root(root, kind)
+        spelling = match_names(folders, class_names, aliases) if class_names else {}
+        earlier = {name: set(found) for name, found in stems.items()}  # stems of the roots before this one
+        for folder, files in folders.items():
+            name = spelling.get(folder, folder)
+            kept = [f for f in files if f.stem not in earlier.get(name, ())]
+            duplicates += len(files) - len(kept)
+            merged.setdefault(name, []).extend(kept)
+            stems.setdefault(name, set()).update(f.stem for f in kept)
+    if duplicates:
+        log.info("%s roots %s: %d files repeat a stem of an earlier root and are counted once", kind,
+                 _names(roots), duplicates)
+    return {name: tuple(files) for name, files in merged.items()}, duplicates
+
+
+def _spell_like(photos: dict[str, tuple[Path, ...]], sketches: Mapping[str, object]) -> dict[str, tuple[Path, ...]]:
+    """`photos` with each class no sketch class spells identically renamed to the one unpaired
+    sketch class it matches (data/classnames.py), when there is one."""
+    unpaired = [name for name in sketches if name not in photos]
+    renamed = match_names([name for name in photos if name not in sketches], unpaired)
+    if renamed:
+        log.info("photo folders matched to sketch classes by spelling: %s", renamed)
+    result: dict[str, tuple[Path, ...]] = {}
+    for name, files in photos.items():
+        target = renamed.get(name, name)
+        result[target] = result.get(target, ()) + files
+    return result
+
+
+def _names(roots: Sequence[Path]) -> str:
+    """Roots for messages: one path, or several joined with ' + '."""
+    return " + ".join(str(r) for r in roots)
 
 
 def _scan_root(root: Path, kind: str) -> dict[str, tuple[Path, ...]]:

@@ -4,6 +4,9 @@ specific ImageDecodeError (ENGINE.md "Bad input gets a clear error").
 Decoding order: header only -> size checks (zero size, decompression bomb) -> decode of the
 first frame -> EXIF orientation -> mode to RGB (transparency composited onto white, CMYK
 converted, 16-bit scaled to 8-bit). PIL's warnings during decoding are logged, not raised.
+Sketches in their native vector forms are sniffed from their first bytes, whatever the file is
+called: an SVG document is rasterised safely (data/svg.py), one QuickDraw drawing's JSON (an
+ndjson line or a bare `drawing` array) is rendered (data/strokes.py).
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from splip_engine.errors import SpLIPError
+from splip_engine.data import strokes, svg
+from splip_engine.errors import ImageDecodeError
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +42,11 @@ _MAGIC = {
 }
 
 
-class ImageDecodeError(SpLIPError):
-    """An image could not be read; the message names the source and what is wrong with it."""
-
-
 def load_image(source: ImageSource, *, max_pixels: int | None = None) -> Image.Image:
     """Decode `source` into an RGB PIL image, upright (EXIF) and opaque (transparency -> white).
 
-    `source`: a file path, encoded bytes, a PIL image, or a uint8 array (H, W), (H, W, 3) or
-    (H, W, 4). `max_pixels` (default MAX_IMAGE_PIXELS) bounds width x height of encoded images.
+    `source`: a file path, encoded bytes (any raster format PIL reads, an SVG document, one
+    QuickDraw drawing's JSON), a PIL image, or a uint8 array (H, W), (H, W, 3) or (H, W, 4). `max_pixels` (default MAX_IMAGE_PIXELS) bounds width x height of encoded images.
     Raises ImageDecodeError with a specific message for every kind of bad input.
     """
     limit = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
@@ -102,6 +102,9 @@ def _decode_checked(stream: BinaryIO, name: str, limit: int) -> Image.Image:
     if not head:
         raise ImageDecodeError(f"{name} is empty (0 bytes), not an image")
     stream.seek(0)
+    vector = _vector_decoder(head)
+    if vector is not None:
+        return vector(stream, name)
     try:
         image = Image.open(stream)
     except Image.DecompressionBombError as e:
@@ -120,6 +123,27 @@ def _decode_checked(stream: BinaryIO, name: str, limit: int) -> Image.Image:
             "splip_engine.data.images.MAX_IMAGE_PIXELS if the image is genuine"
         )
     return _loaded(image, name)
+
+
+def _vector_decoder(head: bytes):
+    """The decoder for a vector sketch format these first bytes start (SVG, QuickDraw JSON), or None."""
+    if svg.looks_like_svg(head):
+        return lambda stream, name: svg.render_svg(_read_at_most(stream, svg.MAX_SVG_BYTES), name)
+    if strokes.looks_like_drawing(head):
+        return _decode_drawing
+    return None
+
+
+def _decode_drawing(stream: BinaryIO, name: str) -> Image.Image:
+    """One QuickDraw drawing's JSON -> its rendered sketch."""
+    _, drawing = strokes.parse_drawing_json(_read_at_most(stream, strokes.MAX_DRAWING_BYTES), name)
+    return strokes.render_drawing(drawing)
+
+
+def _read_at_most(stream: BinaryIO, limit: int) -> bytes:
+    """The stream's bytes, reading one past `limit` so an over-limit document is seen as such
+    without reading it whole."""
+    return stream.read(limit + 1)
 
 
 def _loaded(image: Image.Image, name: str) -> Image.Image:
@@ -149,8 +173,6 @@ def _describe_unreadable(head: bytes) -> str:
                 if width * height == 0:
                     return f"PNG with zero size ({width}x{height})"
             return f"{fmt} data with a corrupt header (or zero width/height)"
-    if b"<svg" in head.lower():
-        return "an SVG vector image, not a raster image; rasterise it (e.g. to PNG) first"
     try:
         head.decode("utf-8")
         return "a text file, not an image"

@@ -19,13 +19,20 @@ SPLITS = {
 }
 """Split name -> its unseen-class file in `splip_engine/data/splits/`."""
 
+DATASET_CLASSES = {
+    "sketchy": ("seen_sketchy.txt", "unseen_sketchy25.txt"),
+    "tuberlin": ("seen_tuberlin.txt", "unseen_tuberlin30.txt"),
+    "quickdraw": ("seen_quickdraw.txt", "unseen_quickdraw30.txt"),
+}
+"""Dataset -> the split files that together name all its classes (125, 250 and 110), spelled as
+the ZS-SBIR code bases spell them."""
+
 
 def load_unseen_classes(split: str | os.PathLike) -> list[str]:
     """Unseen class names of a standard split (`sketchy25`, `sketchy21`, `tuberlin30`,
     `quickdraw30`) or of a class list file given by path, in file order."""
     if isinstance(split, str) and split in SPLITS:
-        text = resources.files("splip_engine.data").joinpath("splits", SPLITS[split]).read_text("utf-8")
-        return _parse_class_list(text, split)
+        return _parse_class_list(_read_shipped(SPLITS[split]), split)
     path = Path(split)
     if not path.is_file():
         raise SpLIPError(
@@ -37,6 +44,19 @@ def load_unseen_classes(split: str | os.PathLike) -> list[str]:
     except (OSError, UnicodeDecodeError) as e:
         raise SpLIPError(f"cannot read class list {path}: {e}") from e
     return _parse_class_list(text, str(path))
+
+
+def load_dataset_classes(dataset: str) -> list[str]:
+    """Every class name of a dataset (`sketchy`, `tuberlin`, `quickdraw`), as its split files spell them."""
+    if dataset not in DATASET_CLASSES:
+        raise SpLIPError(f"unknown dataset {dataset!r}; the split files cover {sorted(DATASET_CLASSES)}")
+    names = [name for file in DATASET_CLASSES[dataset] for name in _parse_class_list(_read_shipped(file), file)]
+    return list(dict.fromkeys(names))
+
+
+def _read_shipped(file: str) -> str:
+    """A class list file shipped in `splip_engine/data/splits/`."""
+    return resources.files("splip_engine.data").joinpath("splits", file).read_text("utf-8")
 
 
 def _parse_class_list(text: str, source: str) -> list[str]:

@@ -5,11 +5,11 @@
 - gallery: GalleryIndex (build, build_from_store, search, save, load, check_compatible)
 - exact: blocked-GEMM exact top-k over the float16 gallery (flat search of query batches on CPU)
 - recall: recall_at_k against exact search, tune_search for a target recall
-- build: build_index, the library function behind `splip-engine index`
+- build: build_index and update_index, the library functions behind `splip-engine index [--update]`
 - synthetic: seeded clustered gallery embeddings and sketch-like queries for tests and benchmarks
 """
 from splip_engine.index import exact
-from splip_engine.index.build import build_index
+from splip_engine.index.build import build_index, update_index
 from splip_engine.index.gallery import MAX_K, GalleryIndex
 from splip_engine.index.recall import recall_at_k, tune_search
 from splip_engine.index.store import Store, StoreWriter, open_store
@@ -26,4 +26,5 @@ __all__ = [
     "synthetic_embeddings",
     "synthetic_queries",
     "tune_search",
+    "update_index",
 ]

@@ -4,7 +4,7 @@ the embeddings (so a sketch is never searched against photos embedded by another
 
 Index directory layout:
 
-    index.json               format_version, kind, metric, dim, count, params, engine, files
+    index.json               format_version, version, kind, metric, dim, count, params, engine, files
     index-<token>.faiss      the FAISS index
     ids-<token>.parquet      id (and path) per gallery row
 
@@ -35,6 +35,7 @@ from splip_engine.index.kinds import (
     apply_search_params,
     choose_kind,
     create_index,
+    remove_positions,
     resolve_params,
 )
 from splip_engine.index.store import ENGINE_HASH_KEY, Store
@@ -233,9 +234,61 @@ class GalleryIndex:
                     progress(len(part))
         apply_search_params(index, kind, params)
         log.info("built %s index of %d vectors in %.1fs", kind, added, time.perf_counter() - start)
-        info = {"format_version": FORMAT_VERSION, "kind": kind, "metric": "ip", "dim": rows.dim,
-                "count": rows.count, "params": params, "engine": engine}
+        info = {"format_version": FORMAT_VERSION, "version": 1, "kind": kind, "metric": "ip", "dim": rows.dim,
+                "count": rows.count, "trained_count": rows.count, "params": params, "engine": engine}
         return cls(index, ids, info, None if paths is None else np.asarray(paths, dtype=object))
+
+    @property
+    def version(self) -> int:
+        """Which save of this gallery the index is (1 = built, +1 per update)."""
+        return int(self.info["version"])
+
+    def add(self, embeddings: np.ndarray, ids: Sequence[str], paths: Sequence[str] | None = None) -> None:
+        """Append L2-normalised rows (n, D) under new unique `ids` (with `paths` when the index
+        keeps paths) without retraining: an ivfpq index files them under its trained lists."""
+        embeddings = np.asarray(embeddings)
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
+            raise SpLIPError(f"embeddings of shape {embeddings.shape}: this index holds (n, {self.dim})")
+        new_ids = _check_ids(ids, len(embeddings))
+        clash = set(new_ids) & set(self.ids)
+        if clash:
+            raise SpLIPError(f"gallery id {sorted(clash)[0]!r} is already in the index; remove it first")
+        if (self._paths is None) != (paths is None) or (paths is not None and len(paths) != len(new_ids)):
+            raise SpLIPError("pass one path per added row exactly when the index keeps paths (built from a store)")
+        for start in range(0, len(embeddings), _ADD_CHUNK):
+            self._index.add(_as_gallery_rows(embeddings[start:start + _ADD_CHUNK], self.count + start))
+        kept_paths = None if paths is None else np.concatenate([self._paths, np.asarray(paths, dtype=object)])
+        self._set_rows(np.concatenate([self.ids, new_ids]), kept_paths)
+
+    def add_from_store(self, store: Store, rows: np.ndarray, progress: Callable[[int], None] | None = None) -> None:
+        """`add` the store's rows at sorted positions `rows` (n,) int64, read a chunk at a time."""
+        source, ids, paths = _StoreRows(store), store.ids, store.paths
+        for start in range(0, len(rows), _ADD_CHUNK):
+            chunk = rows[start:start + _ADD_CHUNK]
+            self.add(source.take(chunk), ids[chunk], None if self._paths is None else paths[chunk])
+            if progress:
+                progress(len(chunk))
+
+    def remove(self, ids: Sequence[str]) -> None:
+        """Drop the rows of `ids` (each must be in the index); flat and ivfpq only (kinds.CAN_REMOVE)."""
+        wanted = set(ids)
+        gone = np.fromiter((i in wanted for i in self.ids), dtype=bool, count=self.count)  # (N,)
+        if gone.sum() != len(wanted):
+            missing = sorted(wanted - set(self.ids))
+            raise SpLIPError(f"gallery id {missing[0]!r} is not in the index")
+        if not gone.any():
+            return
+        remove_positions(self._index, self.kind, np.flatnonzero(gone).astype(np.int64))
+        self._set_rows(self.ids[~gone], None if self._paths is None else self._paths[~gone])
+
+    def _set_rows(self, ids: np.ndarray, paths: np.ndarray | None) -> None:
+        """After add / remove: the row tables and count, and no cache of the old rows."""
+        self._ids_or_none = np.append(ids, None)
+        self._paths, self._path_by_id = paths, None
+        self._gallery_cuda = self._exact_cpu = None
+        self.info["count"] = len(ids)
+        if self._index.ntotal != len(ids):
+            raise SpLIPError(f"internal error: the FAISS index holds {self._index.ntotal} rows for {len(ids)} ids")
 
     def set_search_params(self, **params: Any) -> None:
         """Change search-time knobs (ivfpq: nprobe, k_factor; hnsw: ef_search); saved with the index."""
@@ -337,8 +390,7 @@ class GalleryIndex:
     def save(self, directory: str | Path) -> Path:
         """Write the index into `directory` atomically (see the module docstring); return it."""
         directory = Path(directory)
-        if directory.exists() and not (directory / INDEX_FILE).is_file() and any(directory.iterdir()):
-            raise SpLIPError(f"{directory} exists and is not a gallery index; choose a new --out")
+        check_index_dir(directory)
         token = secrets.token_hex(6)
         files = {"index": f"index-{token}.faiss", "ids": f"ids-{token}.parquet"}
         faiss = import_faiss()
@@ -386,8 +438,17 @@ class GalleryIndex:
             raise _damaged(directory, f"it holds {index.ntotal} x {index.d} vectors and {table.num_rows} ids, "
                                       f"{INDEX_FILE} says {count} x {dim}")
         apply_search_params(index, kind, info["params"])
+        info.setdefault("version", 1)  # indexes saved before versions were counted
+        info.setdefault("trained_count", count)
         paths = _strings(table, "path") if "path" in table.column_names else None
         return cls(index, _strings(table, "id"), info, paths)
+
+
+def check_index_dir(directory: Path) -> None:
+    """Refuse to write an index into a directory holding anything else (dotfiles aside)."""
+    if directory.exists() and not (directory / INDEX_FILE).is_file() and any(
+            not p.name.startswith(".") for p in directory.iterdir()):
+        raise SpLIPError(f"{directory} exists and is not a gallery index; choose a new --out")
 
 
 def _strings(table: pa.Table, column: str) -> np.ndarray:

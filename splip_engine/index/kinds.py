@@ -19,6 +19,8 @@ import logging
 import math
 from typing import Any
 
+import numpy as np
+
 from splip_engine.errors import SpLIPError
 from splip_engine.optional import import_faiss
 
@@ -35,6 +37,12 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "hnsw": {"M": 32, "ef_construction": 80, "ef_search": 128},
 }
 SEARCH_PARAMS = {"flat": (), "ivfpq": ("nprobe", "k_factor"), "hnsw": ("ef_search",)}
+CAN_REMOVE = {"flat": True, "ivfpq": True, "hnsw": False}
+"""Whether rows can be removed in place (every kind can add): an HNSW graph cannot unlink a node,
+so removing ids from an hnsw index means rebuilding it."""
+IVF_REGROW_FACTOR = 2.0
+"""An ivfpq index whose gallery grew past this many times the size it was trained on is rebuilt
+(retrained) on update: its coarse lists and PQ codebooks were fitted to the smaller gallery."""
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +131,32 @@ def apply_search_params(index, kind: str, params: dict[str, Any]) -> None:
             faiss.downcast_index(index).k_factor = params["k_factor"]
     elif kind == "hnsw":
         faiss.downcast_index(index).hnsw.efSearch = params["ef_search"]
+
+
+def remove_positions(index, kind: str, positions: np.ndarray) -> None:
+    """Remove the rows at sorted unique `positions` (n,) int64 from a flat or ivfpq index in place,
+    keeping the other rows in order, renumbered 0..N-n-1 (GalleryIndex's labels are row positions)."""
+    if not CAN_REMOVE[kind]:
+        raise SpLIPError(f"a {kind} index cannot remove rows in place; rebuild it")
+    faiss = import_faiss()
+    count = index.ntotal
+    selector = faiss.IDSelectorBatch(len(positions), faiss.swig_ptr(positions))
+    if kind == "flat":
+        index.remove_ids(selector)  # IndexFlatCodes compacts in order: labels stay positions
+        return
+    ivf = faiss.extract_index_ivf(index)
+    ivf.remove_ids(selector)  # the IVF lists keep each row's old label: renumber them
+    keep = np.ones(count, dtype=bool)
+    keep[positions] = False
+    renumber = (np.cumsum(keep) - 1).astype(np.int64)  # (N,) old label -> new label
+    lists = ivf.invlists
+    for list_no in range(lists.nlist):
+        size = lists.list_size(list_no)
+        if size:
+            labels = renumber[faiss.rev_swig_ptr(lists.get_ids(list_no), size)]  # (size,) int64
+            codes = faiss.rev_swig_ptr(lists.get_codes(list_no), size * lists.code_size).copy()
+            lists.update_entries(list_no, 0, size, faiss.swig_ptr(labels), faiss.swig_ptr(codes))
+    if ivf.ntotal != index.ntotal:  # IndexRefine: its exact re-ranking codes are a flat index by position
+        refine = faiss.downcast_index(index)
+        faiss.downcast_index(refine.refine_index).remove_ids(selector)
+        refine.ntotal = ivf.ntotal

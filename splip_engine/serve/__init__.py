@@ -1,10 +1,17 @@
 """Serve: the low-latency HTTP sketch -> photo search service (`splip-engine serve`).
 
-- settings: ServeSettings, the batching / queue / request-limit knobs
-- batcher: MicroBatcher, dynamic micro-batching behind a bounded queue (Overloaded -> HTTP 503)
+- settings: ServeSettings, the batching / queue / request-limit / shutdown knobs
+- batcher: MicroBatcher, dynamic micro-batching behind a bounded queue (Overloaded -> HTTP 503),
+  one index per batch (swap_index takes effect from the next batch)
+- service: SearchService, decode pool + batcher, readiness after warm-up, index reload
 - metrics: ServeMetrics, counters and histograms in the Prometheus text format
-- app: create_app(encoder, index, settings), the FastAPI app (/search, /healthz, /metrics)
-- server: run_server(engine_dir, index_dir, settings), load + check + uvicorn
+- auth: the bearer token (file / $SPLIP_AUTH_TOKEN), the non-loopback refusal, BearerAuth middleware
+- observe: RequestObserver, request ids, metrics and the JSON access log of every request
+- bodies, errors: size-limited (and inflated) request bodies; error bodies per protocol
+- tensors, v2: the Open Inference Protocol (KServe v2) codec and routes of model `splip`
+- app: create_app(encoder, index, settings, token=, index_dir=), the FastAPI app
+  (/search, /v2/..., /healthz, /metrics, /admin/reload)
+- server: run_server(engine_dir, index_dir, settings, token=, no_auth=), checks + uvicorn + SIGHUP
 
 `create_app` and `run_server` need the `serve` extra (FastAPI, uvicorn); importing this package does not.
 """

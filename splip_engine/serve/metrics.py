@@ -44,56 +44,91 @@ class _Histogram:
         return lines
 
 
-class ServeMetrics:
-    """Thread-safe counters: HTTP responses by path and status code, /search latency (histogram and
-    p50/p90/p99 over recent requests), batch sizes, 503s; the queue depth is read live at render.
-    The summary's _sum / _count are cumulative like the histogram's; its quantiles are recent."""
+LATENCY_METRICS = {"/search": ("splip_search_latency", "POST /search"),
+                   "/v2/models/splip/infer": ("splip_infer_latency", "POST /v2/models/splip/infer")}
+"""Routes whose successful latencies get a histogram and recent quantiles: metric name, what it times."""
 
-    def __init__(self, queue_depth: Callable[[], int] = lambda: 0):
+
+class _Latency:
+    """The latency histogram and the recent-latency window of one route."""
+
+    def __init__(self) -> None:
+        self.histogram = _Histogram(LATENCY_BUCKETS_S)
+        self.recent: deque = deque(maxlen=RECENT_LATENCIES)  # seconds, latest successful requests
+
+    def observe(self, seconds: float) -> None:
+        self.histogram.observe(seconds)
+        self.recent.append(seconds)
+
+    def render(self, name: str, what: str) -> list[tuple[str, str, str, list[str]]]:
+        quantiles = np.quantile(np.asarray(self.recent), QUANTILES) if self.recent else [math.nan] * len(QUANTILES)
+        recent = f"{name}_recent_seconds"
+        return [
+            (f"{name}_seconds", "histogram", f"Latency of successful {what}, request in to response out.",
+             self.histogram.render(f"{name}_seconds")),
+            (recent, "summary", f"Quantiles of successful {what} latency over the last {RECENT_LATENCIES} requests.",
+             [f'{recent}{{quantile="{q}"}} {_number(v)}' for q, v in zip(QUANTILES, quantiles)]
+             + [f"{recent}_sum {_number(self.histogram.total)}", f"{recent}_count {self.histogram.count}"]),
+        ]
+
+
+class ServeMetrics:
+    """Thread-safe counters: HTTP responses by path and status code, latency (histogram and
+    p50/p90/p99 over recent requests) of each LATENCY_METRICS route, batch sizes, 503s, index
+    reloads; the queue depth and the served index (version, size) are read live at render.
+    A summary's _sum / _count are cumulative like the histogram's; its quantiles are recent."""
+
+    def __init__(self, queue_depth: Callable[[], int] = lambda: 0,
+                 index_facts: Callable[[], tuple[int, int]] = lambda: (0, 0)):
         self._lock = threading.Lock()
         self._queue_depth = queue_depth
+        self._index_facts = index_facts  # () -> (version, size) of the index being served
         self._responses: Counter[tuple[str, int]] = Counter()
-        self._latency = _Histogram(LATENCY_BUCKETS_S)
-        self._recent = deque(maxlen=RECENT_LATENCIES)  # seconds, latest /search requests
+        self._latency = {path: _Latency() for path in LATENCY_METRICS}
         self._batch_sizes = _Histogram(BATCH_SIZE_BUCKETS)
         self._overloaded = 0
+        self._reloads: Counter[str] = Counter()
 
     def observe_response(self, path: str, status: int, seconds: float) -> None:
-        """One HTTP response; successful /search latencies feed the latency histogram and quantiles
-        (fast refusals under overload would otherwise pull p50 down just when latency is worst)."""
+        """One HTTP response; successful latencies of LATENCY_METRICS routes feed their histogram
+        and quantiles (fast refusals under overload would otherwise pull p50 down just when latency is worst)."""
         with self._lock:
             self._responses[(path, status)] += 1
             if status == 503:
                 self._overloaded += 1
-            if path == "/search" and status == 200:
-                self._latency.observe(seconds)
-                self._recent.append(seconds)
+            if status == 200 and path in self._latency:
+                self._latency[path].observe(seconds)
 
     def observe_batch(self, size: int) -> None:
-        """One batch run by the micro-batcher, of `size` requests."""
+        """One batch run by the micro-batcher, of `size` images."""
         with self._lock:
             self._batch_sizes.observe(size)
 
+    def observe_reload(self, ok: bool) -> None:
+        """One index reload (SIGHUP or POST /admin/reload), done or failed (the old index kept)."""
+        with self._lock:
+            self._reloads["ok" if ok else "failed"] += 1
+
     def render(self) -> str:
         """All metrics in the Prometheus text exposition format."""
+        version, size = self._index_facts()
         with self._lock:
-            quantiles = np.quantile(np.asarray(self._recent), QUANTILES) if self._recent else [math.nan] * len(QUANTILES)
             blocks = [
                 ("splip_http_requests_total", "counter", "HTTP responses by path and status code.",
                  [f'splip_http_requests_total{{path="{p}",code="{c}"}} {n}' for (p, c), n in sorted(self._responses.items())]),
-                ("splip_search_latency_seconds", "histogram", "Latency of successful POST /search, request in to response out.",
-                 self._latency.render("splip_search_latency_seconds")),
-                ("splip_search_latency_recent_seconds", "summary",
-                 f"Quantiles of successful POST /search latency over the last {RECENT_LATENCIES} requests.",
-                 [f'splip_search_latency_recent_seconds{{quantile="{q}"}} {_number(v)}' for q, v in zip(QUANTILES, quantiles)]
-                 + [f"splip_search_latency_recent_seconds_sum {_number(self._latency.total)}",
-                    f"splip_search_latency_recent_seconds_count {self._latency.count}"]),
-                ("splip_batch_size", "histogram", "Requests per micro-batch (one encoder call + one index search).",
+                *(block for path, (name, what) in LATENCY_METRICS.items()
+                  for block in self._latency[path].render(name, what)),
+                ("splip_batch_size", "histogram", "Images per micro-batch (one encoder call + one index search).",
                  self._batch_sizes.render("splip_batch_size")),
                 ("splip_queue_depth", "gauge", "Requests waiting in the batch queue.",
                  [f"splip_queue_depth {self._queue_depth()}"]),
                 ("splip_overloaded_total", "counter", "Requests refused with HTTP 503 (batch queue full, or shutting down).",
                  [f"splip_overloaded_total {self._overloaded}"]),
+                ("splip_index_version", "gauge", "Version of the gallery index being served (1 = built, +1 per update).",
+                 [f"splip_index_version {version}"]),
+                ("splip_index_size", "gauge", "Photos in the gallery index being served.", [f"splip_index_size {size}"]),
+                ("splip_index_reloads_total", "counter", "Index reloads by result (failed: the old index kept serving).",
+                 [f'splip_index_reloads_total{{result="{r}"}} {self._reloads[r]}' for r in ("ok", "failed")]),
             ]
         lines = []
         for name, kind, help_text, samples in blocks:

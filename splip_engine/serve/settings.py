@@ -11,7 +11,9 @@ class ServeSettings:
     max_batch: most requests embedded together; max_wait_ms: longest a request waits for others to
     join its batch; queue_size: requests waiting for a batch before new ones get HTTP 503;
     max_body_bytes: largest request body (HTTP 413 above); max_k: largest k (HTTP 422 above);
-    decode_workers: threads decoding / preprocessing uploads off the event loop.
+    decode_workers: threads decoding / preprocessing uploads off the event loop;
+    graceful_shutdown_s: on SIGTERM / Ctrl-C, how long in-flight requests may take to finish
+    (the server stops accepting connections at once).
     """
 
     host: str = "127.0.0.1"
@@ -22,6 +24,7 @@ class ServeSettings:
     max_body_bytes: int = 10 * 1024 * 1024
     max_k: int = 1000
     decode_workers: int = 2
+    graceful_shutdown_s: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "queue_size", "max_body_bytes", "max_k", "decode_workers"):
@@ -34,5 +37,7 @@ class ServeSettings:
 
         if self.max_k > MAX_K:
             raise ValueError(f"ServeSettings.max_k={self.max_k}: the gallery index searches at most k={MAX_K}")
-        if not isinstance(self.max_wait_ms, (int, float)) or self.max_wait_ms < 0:
-            raise ValueError(f"ServeSettings.max_wait_ms={self.max_wait_ms!r}: must be a number >= 0")
+        for name in ("max_wait_ms", "graceful_shutdown_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"ServeSettings.{name}={value!r}: must be a number >= 0")

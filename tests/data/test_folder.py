@@ -74,17 +74,26 @@ def test_unmatched_and_empty_classes_are_skipped_and_listed(tmp_path, caplog):
     assert folder.classes == ("cat", "dog")
     assert folder.skipped == {
         "empty": "its sketch folder has no images",
-        "only_photos": "a photo folder but no sketch folder",
-        "only_sketches": "a sketch folder but no photo folder",
+        "only_photos": "a photo folder but no sketch folder (closest unpaired folders: ['only_sketches'])",
+        "only_sketches": "a sketch folder but no photo folder (closest unpaired folders: ['only_photos'])",
     }
     assert "skipping 3 class folders" in caplog.text and "only_sketches" in caplog.text
 
 
 def test_no_common_class(tmp_path):
-    layout = {"sketch": {"cat": ["a-1.png"]}, "photo": {"Cat": ["a.jpg"]}}
+    layout = {"sketch": {"cat": ["a-1.png"]}, "photo": {"dog": ["a.jpg"]}}
     with pytest.raises(SpLIPError, match=r"no class has images under both .*sketch classes \['cat'\], photo "
-                                         r"classes \['Cat'\]; class folders must have the same names"):
+                                         r"classes \['dog'\]; class folders must have the same names"):
         SBIRFolder(*make_tree(tmp_path, layout))
+
+
+def test_photo_folders_spelt_otherwise_join_their_sketch_class(tmp_path):
+    layout = {"sketch": {"alarm clock": ["a-1.png"], "Cat": ["c-1.png"], "teddy-bear": ["t-1.png"]},
+              "photo": {"alarm_clock": ["a.jpg"], "cat": ["c.jpg"], "teddybear": ["t.jpg"]}}
+    folder = SBIRFolder(*make_tree(tmp_path, layout))
+    assert folder.classes == ("Cat", "alarm clock", "teddy-bear")  # the sketch folders' spelling
+    assert {n: [p.name for p in files] for n, files in folder.photos.items()} == {
+        "Cat": ["c.jpg"], "alarm clock": ["a.jpg"], "teddy-bear": ["t.jpg"]}
 
 
 def test_split_classes_by_names_file_and_standard_name(tmp_path):
@@ -96,8 +105,8 @@ def test_split_classes_by_names_file_and_standard_name(tmp_path):
     assert folder.split_classes(str(split_file)) == (["a", "b", "d"], ["c"])
     with pytest.raises(SpLIPError, match="unknown split 'sketchy99'"):
         folder.split_classes("sketchy99")
-    with pytest.raises(SpLIPError, match="25 unseen classes are not usable classes .*'cup' \\(no such class "
-                                         "folder\\).* and 15 more; does the split belong to this dataset"):
+    with pytest.raises(SpLIPError, match="25 unseen classes match no usable class .*'swan' \\(closest classes: "
+                                         "none\\).* and 15 more; does the split belong to this dataset"):
         folder.split_classes("sketchy25")
 
 

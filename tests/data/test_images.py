@@ -204,13 +204,6 @@ def test_text_file_is_not_an_image(tmp_path):
         load_image(text)
 
 
-def test_svg_is_refused_with_a_hint(tmp_path):
-    svg = tmp_path / "logo.png"
-    svg.write_text('<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"><circle r="4"/></svg>')
-    with pytest.raises(ImageDecodeError, match="SVG vector image.*rasterise it"):
-        load_image(svg)
-
-
 def test_binary_garbage_is_not_an_image():
     with pytest.raises(ImageDecodeError, match="not an image in any format PIL can read"):
         load_image(bytes(range(256)) * 4)

@@ -58,3 +58,19 @@ def test_index_refuses_a_missing_store_and_bad_queries(store, tmp_path):
 def test_index_help_has_an_example():
     result = CliRunner().invoke(main, ["index", "--help"])
     assert result.exit_code == 0 and "Example:" in result.output and "--eval-queries" in result.output
+
+
+def test_index_update_adds_and_removes_as_the_next_version(store, tmp_path):
+    assert _invoke("--store", str(store), "--out", str(tmp_path / "idx")).exit_code == 0
+    emb = synthetic_embeddings(600, DIM, n_clusters=20)[0]
+    ids = [f"p{i}" for i in range(50, 600)]  # p0..p49 deleted, p500..p599 new
+    with StoreWriter(tmp_path / "store2", DIM, "photo", {"engine_hash": "e1"}) as writer:
+        writer.add(emb[50:], ids, [f"/photos/{i}.jpg" for i in ids])
+    result = _invoke("--update", "--store", str(tmp_path / "store2"), "--index", str(tmp_path / "idx"))
+    assert result.exit_code == 0, result.output
+    assert f"updated flat index {tmp_path / 'idx'} to version 2 in place: +100 added, -50 removed, 550 rows" in result.output
+    index = GalleryIndex.load(tmp_path / "idx")
+    assert list(index.ids) == ids and index.version == 2
+    refused = CliRunner().invoke(main, ["index", "--update", "--kind", "hnsw", "--store", str(store), "--index",
+                                        str(tmp_path / "idx")])
+    assert refused.exit_code == 2 and "--kind apply to a build, not to --update" in refused.output

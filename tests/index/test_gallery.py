@@ -2,13 +2,27 @@
 queries, save/load (also interrupted), bad input."""
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from splip_engine.errors import SpLIPError
-from splip_engine.index import MAX_K, GalleryIndex, recall_at_k, synthetic_embeddings, synthetic_queries, tune_search
+from splip_engine.index import (
+    MAX_K,
+    GalleryIndex,
+    Store,
+    StoreWriter,
+    build_index,
+    open_store,
+    recall_at_k,
+    synthetic_embeddings,
+    synthetic_queries,
+    tune_search,
+    update_index,
+)
 from splip_engine.index.kinds import FLAT_MAX_COUNT, IVF_MIN_COUNT, SEARCH_PARAMS, choose_kind
 
 from .numpy_reference import numpy_topk
@@ -269,3 +283,73 @@ def test_auto_is_flat_up_to_the_limit_then_ivfpq_within_the_memory_budget():
     assert choose_kind(IVF_MIN_COUNT - 1, 512, memory_budget_bytes=1)[0] == "flat"  # too few to train IVF
     with pytest.raises(SpLIPError, match="raise --memory-budget"):
         choose_kind(1_000_000, 512, memory_budget_bytes=1 << 20)
+
+
+# ------------------------------------------------------------------ update (index --update)
+UPDATE_N, UPDATE_DIM = 10_000, 32  # ivfpq needs >= IVF_MIN_COUNT rows to train
+
+
+def _write_store(path: Path, rows: range, emb: np.ndarray, engine=ENGINE) -> Store:
+    """A store holding the synthetic rows `rows` (ids p<row>), in row order."""
+    with StoreWriter(path, emb.shape[1], "photo", engine, shard_size=4096) as writer:
+        writer.add(emb[rows.start:rows.stop], [f"p{i}" for i in rows], [f"/photos/{i}.jpg" for i in rows])
+    return open_store(path)
+
+
+@pytest.fixture(scope="module")
+def update_rows() -> np.ndarray:
+    return synthetic_embeddings(UPDATE_N + 3000, UPDATE_DIM, 100, dtype=np.float16)[0]  # (N', D)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivfpq", pytest.param("hnsw", marks=pytest.mark.slow)])  # hnsw: 2 builds
+def test_update_adds_new_rows_and_drops_deleted_ids_in_place_where_the_kind_can(tmp_path, update_rows, kind):
+    build_index(_write_store(tmp_path / "v1", range(UPDATE_N), update_rows), tmp_path / "idx", kind)
+    store = _write_store(tmp_path / "v2", range(300, UPDATE_N + 200), update_rows)  # p0..p299 gone, 200 new
+    report = update_index(store, tmp_path / "idx")
+    assert (report["added"], report["removed"], report["count"], report["version"]) == (200, 300, store.count, 2)
+    assert report["rebuilt"] == ("a hnsw index cannot remove ids in place" if kind == "hnsw" else None)
+    updated = GalleryIndex.load(tmp_path / "idx")
+    assert list(updated.ids) == list(store.ids) and updated.version == 2 and updated.path_of("p10100") == "/photos/10100.jpg"
+    queries = synthetic_queries(40, UPDATE_DIM, 100)[0]
+    exact = GalleryIndex.build_from_store(store, "flat")
+    if kind == "flat":  # in place, row for row what a rebuild holds: identical results
+        for got, want in zip(updated.search(queries, 20), exact.search(queries, 20), strict=True):
+            np.testing.assert_array_equal(got, want)
+    else:
+        assert recall_at_k(updated, exact, queries, 20) >= 0.95
+    new_rows = update_rows[UPDATE_N:UPDATE_N + 200].astype(np.float32)  # each new photo finds itself
+    found = updated.search(new_rows, 10)[1]  # (200, 10)
+    hit = [f"p{i}" in found[row] for row, i in enumerate(range(UPDATE_N, UPDATE_N + 200))]
+    assert all(hit) if kind == "flat" else np.mean(hit) >= 0.95  # approximate: PQ may miss a few
+    gone = update_rows[:300].astype(np.float32)
+    assert not {f"p{i}" for i in range(300)} & set(updated.search(gone, 10)[1].ravel())
+
+
+@pytest.mark.slow  # two ivfpq trainings, ~4 s
+def test_an_ivfpq_index_grown_past_twice_its_training_rows_is_rebuilt(tmp_path, update_rows):
+    build_index(_write_store(tmp_path / "v1", range(10_000), update_rows), tmp_path / "idx", "ivfpq")
+    bigger = synthetic_embeddings(20_100, UPDATE_DIM, 100, dtype=np.float16, seed=1)[0]
+    report = update_index(_write_store(tmp_path / "v2", range(20_100), bigger), tmp_path / "idx")
+    assert report["rebuilt"] == "the gallery grew to 20,100 rows, over 2x the 10,000 its quantizers were trained for"
+    assert GalleryIndex.load(tmp_path / "idx").info["trained_count"] == 20_100
+
+
+def test_update_with_nothing_new_keeps_the_version_and_refuses_another_engine_or_no_index(tmp_path, update_rows):
+    store = _write_store(tmp_path / "v1", range(500), update_rows)
+    build_index(store, tmp_path / "idx", "flat")
+    report = update_index(store, tmp_path / "idx")
+    assert (report["added"], report["removed"], report["version"]) == (0, 0, 1)
+    other = _write_store(tmp_path / "v2", range(600), update_rows, engine={"engine_hash": "e2"})
+    with pytest.raises(SpLIPError, match="was not embedded with the engine of index .* build a new index"):
+        update_index(other, tmp_path / "idx")
+    with pytest.raises(SpLIPError, match="is not a gallery index"):
+        update_index(other, tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()
+    fd = os.open(tmp_path / "idx", os.O_RDONLY)  # another writer holds the directory's lock
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(SpLIPError, match="is being written by another process"):
+            update_index(_write_store(tmp_path / "v3", range(501), update_rows), tmp_path / "idx")
+    finally:
+        os.close(fd)
+    assert update_index(open_store(tmp_path / "v3"), tmp_path / "idx")["version"] == 2  # lock released

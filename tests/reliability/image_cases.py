@@ -5,6 +5,7 @@ checks that decoding is right, not only that it does not fail). The files are bu
 tests/data/imagefactory.py's builders; everything is tiny and seeded."""
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data.imagefactory import encode, noise_image, png_with_size
+from data.imagefactory import STROKES, encode, noise_image, png_with_size, quickdraw_line, strokes_svg, use_bomb_svg
 
 Pixels = np.ndarray  # (H, W, 3) uint8, upright RGB
 
@@ -91,6 +92,35 @@ def _cmyk_to_rgb(path: Path) -> Pixels:
     return np.round((255 - cmyk[..., :3]) * (255 - cmyk[..., 3:]) / 255).astype(np.uint8)
 
 
+def _cairo_rendering(svg: bytes, size: tuple[int, int]) -> Callable[[Path], Pixels]:
+    """What CairoSVG itself draws of `svg` at `size` on white (the documented raster size: longer
+    side 512, aspect kept), without the engine's sniffing, sanitising and sizing in between."""
+    def render(path: Path) -> Pixels:
+        import cairosvg
+
+        png = cairosvg.svg2png(bytestring=svg, output_width=size[0], output_height=size[1], background_color="white")
+        return _decoded_bytes(png)
+    return render
+
+
+def _decoded_bytes(data: bytes) -> Pixels:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _drawing_rendering(path: Path) -> Pixels:
+    """The renderer's drawing of STROKES (the reference for the plumbing; the renderer itself is
+    checked against Pillow and SVG drawings in tests/data/test_strokes.py)."""
+    from splip_engine.data.strokes import render_drawing
+
+    return np.asarray(render_drawing([np.asarray(line, float) for line in STROKES]))
+
+
+_SVG_SIZE = (512, 341)  # strokes_svg's 300 x 200 canvas, longer side 512
+_REFERENCES = ('<image href="/nonexistent/black.png" width="300" height="200"/>'
+               '<image xlink:href="http://127.0.0.1:9/photo.png" width="300" height="200"/>'
+               '<use href="http://127.0.0.1:9/remote.svg#r"/><style>@import "http://127.0.0.1:9/s.css";</style>&xxe;')
+
 CASES: list[ImageCase] = [
     ImageCase("empty_file", "empty.jpg", b"", error=r"is empty \(0 bytes\), not an image"),
     ImageCase("truncated_jpeg", "truncated.jpg", _JPEG[: len(_JPEG) // 2], error="truncated image data"),
@@ -123,9 +153,16 @@ CASES: list[ImageCase] = [
     ImageCase("exif_rotated_jpeg", "rotated.jpg", _exif_rotated_jpeg(),
               expected=lambda path: np.rot90(_decoded(path), k=-1),  # the stored pixels turned 90 degrees clockwise
               wrong=_decoded),
-    ImageCase("svg", "drawing.svg",
-              b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><circle r="4"/></svg>',
-              error="an SVG vector image, not a raster image; rasterise it"),
+    ImageCase("svg_sketch", "sketch.svg", strokes_svg(), expected=_cairo_rendering(strokes_svg(), _SVG_SIZE)),
+    ImageCase("svg_with_external_references", "linked.svg",
+              strokes_svg(extra=_REFERENCES, prolog='<!DOCTYPE svg [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'),
+              expected=_cairo_rendering(strokes_svg(), _SVG_SIZE)),  # as if the references were not there
+    ImageCase("malformed_svg", "truncated.svg", strokes_svg()[:-30], error=r"malformed SVG \(XML error: "),
+    ImageCase("svg_reference_bomb", "bomb.svg", use_bomb_svg(),
+              error=r"is an SVG whose <use> references draw over 50,000 elements \(a reference bomb\)"),
+    ImageCase("quickdraw_drawing", "drawing.ndjson", quickdraw_line(STROKES) + b"\n", expected=_drawing_rendering),
+    ImageCase("malformed_quickdraw_drawing", "broken.ndjson", quickdraw_line(STROKES)[:-40],
+              error="malformed QuickDraw drawing JSON"),
     ImageCase("text_file", "notes.txt", b"a shopping list, not a photo\n", error="a text file, not an image"),
     ImageCase("directory_named_like_an_image", "folder.png", None, directory=True, path_only=True,
               error="is a directory, not an image file"),

@@ -41,11 +41,20 @@ def wait_until(condition, timeout: float = 10.0) -> None:
 def running_server(app, timeout: float = 15.0) -> Iterator[str]:
     """Serve `app` with uvicorn on 127.0.0.1 (port 0: a free one) in a thread; yields the base URL
     and always stops the server (and its app lifespan) on exit."""
+    with serving_thread(app, timeout) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def serving_thread(app, timeout: float = 15.0):
+    """`running_server`, yielding (base URL, the uvicorn Server): setting `server.should_exit` is
+    what uvicorn's SIGTERM handler does (stop accepting, finish in-flight requests, then stop)."""
     import uvicorn
 
     # uvicorn binds the socket itself: a socket passed in via `sockets=` serves without TCP_NODELAY
     # here (about 40 ms per request from delayed ACKs)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=timeout)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
     thread.start()
@@ -56,7 +65,7 @@ def running_server(app, timeout: float = 15.0) -> Iterator[str]:
                 raise RuntimeError("the test server did not start")
             time.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         thread.join(timeout)

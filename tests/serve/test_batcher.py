@@ -40,7 +40,7 @@ class _CountingIndex:
 
 
 def _pixels(encoder, png: bytes, modality: str = "sketch") -> np.ndarray:
-    return preprocess(png, modality, encoder.spec)  # (3, S, S) float32
+    return preprocess(png, modality, encoder.spec)[None]  # (1, 3, S, S) float32
 
 
 def test_queued_requests_run_as_one_batch_with_python_api_answers(tiny_encoder, gallery_index, sketches):
@@ -52,10 +52,10 @@ def test_queued_requests_run_as_one_batch_with_python_api_answers(tiny_encoder, 
         answers = [f.result(timeout=20) for f in futures]
     assert encoder.calls == [len(ks)] and index.calls == [(len(ks), max(ks))]  # one call each for all
     scores, ids = reference_search(tiny_encoder, gallery_index, sketches[:len(ks)], k=10)
-    for row, (k, (got_scores, got_ids)) in enumerate(zip(ks, answers)):
-        assert list(got_ids) == list(ids[row, :k])
+    for row, (k, answer) in enumerate(zip(ks, answers)):
+        assert list(answer.ids[0]) == list(ids[row, :k]) and answer.batch_size == len(ks)
         # batched vs one-by-one embedding: float32 summation order only
-        np.testing.assert_allclose(got_scores, scores[row, :k], atol=1e-5)
+        np.testing.assert_allclose(answer.scores[0], scores[row, :k], atol=1e-5)
 
 
 def test_mixed_modalities_in_one_batch_use_each_modality(tiny_encoder, gallery_index, sketches):
@@ -66,9 +66,9 @@ def test_mixed_modalities_in_one_batch_use_each_modality(tiny_encoder, gallery_i
         encoder.gate.set()
         answers = [f.result(timeout=20) for f in futures]
     assert encoder.calls == [2, 2]  # one call per modality
-    for png, modality, (_, got_ids) in zip(sketches, modalities, answers):
+    for png, modality, answer in zip(sketches, modalities, answers):
         _, ids = reference_search(tiny_encoder, gallery_index, [png], k=5, modality=modality)
-        assert list(got_ids) == list(ids[0])
+        assert list(answer.ids[0]) == list(ids[0])
 
 
 def test_full_queue_raises_overloaded_and_recovers(tiny_encoder, gallery_index, sketches):
@@ -86,24 +86,43 @@ def test_full_queue_raises_overloaded_and_recovers(tiny_encoder, gallery_index, 
         encoder.gate.set()
         expected = reference_search(tiny_encoder, gallery_index, [sketches[0]], k=3)[1][0]
         for future in [running, *queued]:
-            assert list(future.result(timeout=20)[1]) == list(expected)
-        assert list(batcher.submit(pixels, "sketch", 3).result(timeout=20)[1]) == list(expected)
+            assert list(future.result(timeout=20).ids[0]) == list(expected)
+        assert list(batcher.submit(pixels, "sketch", 3).result(timeout=20).ids[0]) == list(expected)
 
 
 def test_encoder_error_fails_its_batch_not_the_worker(tiny_encoder, gallery_index, sketches):
     pixels = _pixels(tiny_encoder, sketches[0])
     with MicroBatcher(tiny_encoder, gallery_index, max_batch=4, max_wait_ms=0) as batcher:
-        bad = batcher.submit(np.zeros((3, 5, 5), np.float32), "sketch", 3)  # wrong image size
+        bad = batcher.submit(np.zeros((1, 3, 5, 5), np.float32), "sketch", 3)  # wrong image size
         with pytest.raises(SpLIPError, match=r"pixels of shape \(1, 3, 5, 5\): this engine takes \(N, 3, 32, 32\)"):
             bad.result(timeout=20)
-        assert len(batcher.submit(pixels, "sketch", 3).result(timeout=20)[1]) == 3
+        assert batcher.submit(pixels, "sketch", 3).result(timeout=20).ids.shape == (1, 3)
 
 
 def test_close_runs_queued_requests_then_refuses(tiny_encoder, gallery_index, sketches):
     batcher = MicroBatcher(tiny_encoder, gallery_index, max_batch=2, max_wait_ms=50)
     futures = [batcher.submit(_pixels(tiny_encoder, png), "sketch", 2) for png in sketches[:5]]
     batcher.close()
-    assert all(len(f.result(timeout=0)[1]) == 2 for f in futures)
+    assert all(f.result(timeout=0).ids.shape == (1, 2) for f in futures)
     assert not batcher._thread.is_alive()
     with pytest.raises(ServiceUnavailable, match="shutting down"):
         batcher.submit(_pixels(tiny_encoder, sketches[0]), "sketch", 2)
+
+
+def test_a_request_of_several_images_is_never_split_and_a_swap_applies_from_the_next_batch(
+        tiny_encoder, gallery_index, sketches):
+    encoder = _CountingEncoder(tiny_encoder)
+    first, second = _CountingIndex(gallery_index), _CountingIndex(gallery_index)
+    three = np.concatenate([_pixels(tiny_encoder, png) for png in sketches[:3]])  # (3, 3, S, S)
+    with MicroBatcher(encoder, first, max_batch=4, max_wait_ms=50, queue_size=8) as batcher:
+        futures = [batcher.submit(three, "sketch", 5) for _ in range(3)]  # 3 + 3 > 4: one request per batch
+        wait_until(lambda: len(encoder.calls) == 1)  # the first batch runs (blocked on the gate) on `first`
+        assert batcher.swap_index(second) is first
+        encoder.gate.set()
+        answers = [f.result(timeout=20) for f in futures]
+    assert encoder.calls == [3, 3, 3]
+    assert [a.index for a in answers] == [first, second, second] and [a.batch_size for a in answers] == [3, 3, 3]
+    assert first.calls == [(3, 5)] and second.calls == [(3, 5), (3, 5)]
+    _, ids = reference_search(tiny_encoder, gallery_index, sketches[:3], k=5)
+    for answer in answers:
+        assert answer.ids.tolist() == ids.tolist() and answer.embeddings.shape == (3, tiny_encoder.embedding_dim)

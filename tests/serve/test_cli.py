@@ -1,5 +1,6 @@
 """`splip-engine serve`: the real command in a subprocess on 127.0.0.1 answers searches like the
-Python API and stops on SIGINT; an index from another engine is refused before serving."""
+Python API, switches to an updated index on SIGHUP and stops on SIGTERM; an index from another
+engine is refused before serving."""
 from __future__ import annotations
 
 import signal
@@ -26,8 +27,8 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow  # a fresh Python process importing torch, open_clip, faiss: ~10 s
-def test_serve_command_answers_searches_and_stops_on_sigint(tiny_checkpoint, tiny_encoder, gallery_index,
-                                                           sketches, tmp_path):
+def test_serve_command_answers_searches_reloads_on_sighup_and_stops_on_sigterm(
+        tiny_checkpoint, tiny_encoder, gallery_index, sketches, tmp_path):
     index_dir = gallery_index.save(tmp_path / "index")
     port = _free_port()
     proc = subprocess.Popen(
@@ -52,8 +53,20 @@ def test_serve_command_answers_searches_and_stops_on_sigint(tiny_checkpoint, tin
         scores, ids = reference_search(tiny_encoder, gallery_index, [sketches[3]], 4)
         assert [hit["id"] for hit in response.json()["results"]] == list(ids[0])
         np.testing.assert_allclose([hit["score"] for hit in response.json()["results"]], scores[0], atol=1e-5)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
+        kept = GalleryIndex.load(index_dir)  # the next version: 20 photos fewer
+        kept.remove(list(kept.ids[:20]))
+        kept.info["version"] = 2
+        kept.save(index_dir)
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/healthz", timeout=5).json()["index"]["version"] != 2:
+            assert time.monotonic() < deadline, "SIGHUP did not switch to version 2"
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/healthz", timeout=5).json()["index"]["size"] == len(gallery_index) - 20
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn drains, runs the app's shutdown, then re-raises SIGTERM so the exit status says why
+        assert proc.wait(timeout=40) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in proc.stdout.read()
     finally:
         if proc.poll() is None:
             proc.kill()

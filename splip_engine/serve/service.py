@@ -1,0 +1,170 @@
+"""SearchService: the request path behind every route (decode pool -> micro-batcher -> answer),
+readiness (engine and index loaded and warmed up), and switching to a new index version.
+
+`reload()` loads the index directory again in the calling thread while the old version keeps
+answering, checks it fits the engine, then hands it to the batcher, which answers from it from
+its next batch: no request fails and none mixes versions. A reload that fails keeps the old one.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from splip_engine.data.images import ImageDecodeError
+from splip_engine.errors import SpLIPError
+from splip_engine.serve.batcher import BatchAnswer, MicroBatcher
+from splip_engine.serve.metrics import ServeMetrics
+from splip_engine.serve.settings import ServeSettings
+
+logger = logging.getLogger(__name__)
+
+_RELOAD_ATTEMPTS = 3  # an update committing while we load may delete the files we were reading: try again
+
+
+class ReloadError(SpLIPError):
+    """The index could not be reloaded; the service still answers from the version it had."""
+
+
+class SearchService:
+    """Owns the decode pool and the batcher (started and stopped with the app) and the served index."""
+
+    def __init__(self, encoder: Any, index: Any, settings: ServeSettings, index_dir: str | Path | None = None):
+        _check_fits(encoder, index)
+        self.encoder = encoder
+        self.settings = settings
+        self.index_dir = None if index_dir is None else Path(index_dir)
+        self._index = index  # until start(); then the batcher holds the index being served
+        self.batcher: MicroBatcher | None = None
+        self.decode_pool: ThreadPoolExecutor | None = None
+        self.warmed_up = threading.Event()
+        self._reload_lock = threading.Lock()
+        self.metrics = ServeMetrics(queue_depth=lambda: self.batcher.depth() if self.batcher else 0,
+                                    index_facts=lambda: (index_version(self.index), len(self.index)))
+
+    @property
+    def index(self) -> Any:
+        """The index answering new batches."""
+        return self.batcher.index if self.batcher is not None else self._index
+
+    def start(self) -> None:
+        s = self.settings
+        self.decode_pool = ThreadPoolExecutor(s.decode_workers, thread_name_prefix="splip-decode")
+        self.batcher = MicroBatcher(self.encoder, self._index, s.max_batch, s.max_wait_ms, s.queue_size,
+                                    on_batch=self.metrics.observe_batch)
+        threading.Thread(target=self._warm_up, name="splip-warm-up", daemon=True).start()
+        logger.info("search service started: %s", s)
+
+    def close(self) -> None:
+        self.warmed_up.clear()
+        self.batcher.close()
+        self.decode_pool.shutdown(wait=True)
+
+    def is_live(self) -> bool:
+        """The batch worker runs (a process whose worker died should be restarted)."""
+        return self.batcher is not None and self.batcher.is_alive()
+
+    def is_ready(self) -> bool:
+        """Live, and the engine and index have answered a warm-up batch: send traffic."""
+        return self.is_live() and self.warmed_up.is_set()
+
+    def _warm_up(self) -> None:
+        """One batch of 1 and one of max_batch per modality through the engine, and a search, so the
+        first real requests do not pay for lazy allocation; then ready."""
+        start = time.perf_counter()
+        size = self.encoder.image_size
+        try:
+            for modality in ("sketch", "photo"):
+                for batch in (1, self.settings.max_batch):
+                    embeddings = self.encoder.embed_pixels(np.zeros((batch, 3, size, size), np.float32), modality)
+            self.index.search(embeddings, min(10, self.settings.max_k))
+        except Exception:  # the engine cannot run: stay not ready, say why
+            logger.exception("warm-up failed: the service stays not ready")
+            return
+        self.warmed_up.set()
+        logger.info("warmed up in %.2fs: ready", time.perf_counter() - start)
+
+    async def preprocess(self, images: list[bytes], modality: str) -> np.ndarray:
+        """Decode and preprocess encoded files off the event loop: (N, 3, S, S) float32; a bad one
+        raises ImageDecodeError naming its element (when there are several)."""
+        from splip_engine.data.transforms import preprocess
+
+        loop = asyncio.get_running_loop()
+        decoded = await asyncio.gather(*(loop.run_in_executor(self.decode_pool, preprocess, image, modality,
+                                                              self.encoder.spec) for image in images),
+                                       return_exceptions=True)
+        for position, result in enumerate(decoded):
+            if isinstance(result, ImageDecodeError):
+                raise ImageDecodeError(f"element {position}: {result}" if len(images) > 1 else str(result)) from result
+            if isinstance(result, BaseException):
+                raise result
+        return np.stack(decoded)
+
+    async def search(self, pixels: np.ndarray, modality: str, k: int) -> BatchAnswer:
+        """Wait for the batch these pixels (N, 3, S, S) run in."""
+        return await asyncio.wrap_future(self.batcher.submit(pixels, modality, k))
+
+    def reload(self) -> dict[str, Any]:
+        """Load the index directory again and serve it from the next batch; what changed.
+        ReloadError (old version kept) if there is no directory or it does not load or fit."""
+        from splip_engine.index import GalleryIndex
+
+        if self.index_dir is None:
+            raise ReloadError("this service was started without an index directory; nothing to reload")
+        with self._reload_lock:
+            old = self.index
+            try:
+                for attempt in range(1, _RELOAD_ATTEMPTS + 1):
+                    try:
+                        index = GalleryIndex.load(self.index_dir)
+                        break
+                    except SpLIPError:
+                        if attempt == _RELOAD_ATTEMPTS:
+                            raise
+                        time.sleep(0.2)
+                index.check_compatible(self.encoder.manifest)
+                _check_fits(self.encoder, index)
+            except SpLIPError as e:
+                self.metrics.observe_reload(ok=False)
+                raise ReloadError(f"reload of {self.index_dir} failed ({e}); still serving version "
+                                  f"{index_version(old)}") from e
+            self.batcher.swap_index(index)
+            self.metrics.observe_reload(ok=True)
+        change = {"version": index.version, "previous_version": index_version(old), "size": len(index),
+                  "previous_size": len(old), "kind": index.kind}
+        logger.info("index reloaded: %s", change)
+        return change
+
+    def describe(self) -> dict[str, Any]:
+        """Engine and index facts for /healthz."""
+        manifest, index = self.encoder.manifest, self.index
+        return {
+            "ready": self.is_ready(),
+            "engine": {"backend": self.encoder.backend, "embedding_dim": self.encoder.embedding_dim,
+                       "image_size": self.encoder.image_size, "precision": manifest.get("precision"),
+                       "clip_model": manifest.get("model_config", {}).get("clip_model"),
+                       "engine_hash": manifest.get("engine_hash")},
+            "index": {"size": len(index), "dim": index.dim, "kind": getattr(index, "kind", None),
+                      "version": index_version(index)},
+            "queue_depth": self.batcher.depth() if self.batcher else 0,
+            "settings": {"max_batch": self.settings.max_batch, "max_wait_ms": self.settings.max_wait_ms,
+                         "queue_size": self.settings.queue_size, "max_body_bytes": self.settings.max_body_bytes,
+                         "max_k": self.settings.max_k},
+        }
+
+
+def index_version(index: Any) -> int:
+    """The index's version (1 for an index object that does not count them)."""
+    return int(getattr(index, "version", 1))
+
+
+def _check_fits(encoder: Any, index: Any) -> None:
+    if encoder.embedding_dim != index.dim:
+        raise SpLIPError(f"engine embeds to {encoder.embedding_dim} dims but the index holds {index.dim}: "
+                         "build the index with this engine")
