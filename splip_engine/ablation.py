@@ -161,9 +161,7 @@ def run_ablation(base: SpLIPConfig, train: TrainConfig, out: str | Path, seeds: 
 
 
 def _dataset(train: TrainConfig):
-    from splip_engine.data.folder import SBIRFolder
-
-    folder = SBIRFolder(train.sketch_root, train.photo_root)
+    folder = train.data_source().open_folder()
     seen, unseen = folder.split_classes(train.split)
     return folder, seen, unseen
 

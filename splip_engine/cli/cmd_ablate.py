@@ -37,8 +37,8 @@ def _seeds(ctx, param, value: str) -> tuple[int, ...]:
               help="0 = one per training sketch.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0), help="DataLoader workers.")
 @device_option
-def command(data_root, sketch_root, photo_root, split, clip_model, pretrained, out, seeds, rows, epochs, batch_size,
-            lr, lr_layernorm, alpha, beta, adaptive_margin, triplets_per_epoch, workers, device):
+def command(dataset, root, data_root, sketch_root, photo_root, split, clip_model, pretrained, out, seeds, rows, epochs,
+            batch_size, lr, lr_layernorm, alpha, beta, adaptive_margin, triplets_per_epoch, workers, device):
     """Train SpLIP once per ablation row and seed -- L_class only, L_triplet only, both, + adaptive
     margin, + L_cjs; all modules, without B_vt, without B_t, without B_v, without any prompt module
     -- and write the ZS / GZS table (mean ± spread over the seeds) beside the paper's numbers.
@@ -48,18 +48,20 @@ def command(data_root, sketch_root, photo_root, split, clip_model, pretrained, o
       splip-engine demo --out demo_out
       splip-engine ablate --data-root demo_out/data --clip-model tiny --pretrained demo_out/tiny_clip.pt \\
           --epochs 24 --lr 1e-2 --lr-layernorm 3e-2 --alpha 0.1 --fixed-margin --workers 1 --out ablation/
-      splip-engine ablate --sketch-root Sketchy/sketch --photo-root Sketchy/photo --split sketchy21
+      splip-engine ablate --dataset sketchy --root Sketchy/ --split sketchy21 --seeds 0,1,2
     """
+    import dataclasses
+
     from splip_engine.ablation import run_ablation
     from splip_engine.config import SpLIPConfig
     from splip_engine.train import TrainConfig
 
-    sketch_root, photo_root, split = resolve_data_roots(data_root, sketch_root, photo_root, split)
+    data = resolve_data_roots(data_root, sketch_root, photo_root, split, dataset, root)
     base = SpLIPConfig(clip_model=clip_model, pretrained=pretrained, alpha=alpha, beta=beta,
                        adaptive_margin=adaptive_margin)
-    train = TrainConfig(sketch_root=sketch_root, photo_root=photo_root, split=split, epochs=epochs,
-                        batch_size=batch_size, triplets_per_epoch=triplets_per_epoch, lr=lr,
-                        lr_layernorm=lr_layernorm, workers=workers, device=device)
+    train = TrainConfig(**dataclasses.asdict(data), epochs=epochs, batch_size=batch_size,
+                        triplets_per_epoch=triplets_per_epoch, lr=lr, lr_layernorm=lr_layernorm, workers=workers,
+                        device=device)
     report = run_ablation(base, train, out, seeds=seeds, rows=rows)
     click.echo(report.markdown())
     click.echo(f"wrote {report.files['ablation.md']} and {report.files['ablation.json']}")
