@@ -89,7 +89,7 @@ def _stage(report: DemoReport, name: str) -> Iterator[None]:
 
 STAND_IN_KINDS = ("photo", "clip art")
 """What the stand-in CLIP is pre-trained on (captioned "a photo of a ...", "a clip art of a ...").
-Adding "line drawing" (clean outlines) closes most of the gap before SpLIP sees a sketch (README)."""
+"line drawing" (clean outlines, the style closest to the sketches) is left out to keep the gap (README)."""
 PLAIN, UNTRAINED = "CLIP, no prompts (torch)", "SpLIP untrained (torch)"
 
 

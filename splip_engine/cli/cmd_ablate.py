@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from splip_engine.cli.options import batch_size_option, data_options, device_option, resolve_data_roots
+from splip_engine.cli.options import data_options, device_option, resolve_data_roots, training_options
 
 
 def _seeds(ctx, param, value: str) -> tuple[int, ...]:
@@ -25,17 +25,9 @@ def _seeds(ctx, param, value: str) -> tuple[int, ...]:
               help="Writes OUT/ablation.md, OUT/ablation.json and one run dir per row and seed (re-run to resume).")
 @click.option("--seeds", default="0,1,2", show_default=True, callback=_seeds, help="Training seeds per row.")
 @click.option("--rows", multiple=True, help="Only these rows (repeatable), e.g. --rows 'without B_t'. Default: all.")
-@click.option("--epochs", default=60, show_default=True, type=click.IntRange(min=1))
-@batch_size_option
-@click.option("--lr", default=1e-3, show_default=True, type=float, help="LR of the mapping blocks and F_js.")
-@click.option("--lr-layernorm", default=1e-5, show_default=True, type=float, help="LR of the towers' LayerNorms.")
-@click.option("--alpha", default=0.5, show_default=True, type=float, help="Base weight of L_class.")
-@click.option("--beta", default=0.1, show_default=True, type=float, help="Base weight of L_cjs (jigsaw).")
+@training_options
 @click.option("--adaptive-margin/--fixed-margin", default=True, show_default=True,
               help="Base config's triplet margin (the module rows use it; the loss rows set their own).")
-@click.option("--triplets-per-epoch", default=0, show_default=True, type=click.IntRange(min=0),
-              help="0 = one per training sketch.")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0), help="DataLoader workers.")
 @device_option
 def command(dataset, root, data_root, sketch_root, photo_root, split, clip_model, pretrained, out, seeds, rows, epochs,
             batch_size, lr, lr_layernorm, alpha, beta, adaptive_margin, triplets_per_epoch, workers, device):
@@ -47,7 +39,7 @@ def command(dataset, root, data_root, sketch_root, photo_root, split, clip_model
     Example:
       splip-engine demo --out demo_out
       splip-engine ablate --data-root demo_out/data --clip-model tiny --pretrained demo_out/tiny_clip.pt \\
-          --epochs 24 --lr 1e-2 --lr-layernorm 3e-2 --alpha 0.1 --fixed-margin --workers 1 --out ablation/
+          --epochs 24 --lr 1e-2 --lr-layernorm 3e-2 --alpha 0.1 --beta 0 --fixed-margin --workers 1 --out ablation/
       splip-engine ablate --dataset sketchy --root Sketchy/ --split sketchy21 --seeds 0,1,2
     """
     import dataclasses
