@@ -15,8 +15,8 @@ run on a contended machine favoured contrib (218 vs 276 / 246 ms). We keep contr
 fast as any, exportable at opsets 18-23, and the op ORT's CUDA provider has fused kernels for.
 ORT's transpose optimiser removes the layout transposes around the contrib node.
 
-Input-independent tensors are baked: V_tg is computed once by `EncoderGraph` and traced as a
-constant; the rest (the template / class-name word embeddings, pooling weights, masks) by
+Input-independent tensors are baked: V_tg (and, for a model without B_t, every V_ms,l) is
+computed once by `EncoderGraph` and traced as a constant; the rest (the template / class-name word embeddings, pooling weights, masks) by
 constant folding with no input-size limit, so no node that does not depend on `pixels`
 survives and the text tower's token-embedding table (25M floats for ViT-B) drops out.
 """
@@ -105,33 +105,41 @@ def _mha_translation():
 
 class EncoderGraph(nn.Module):
     """What export traces for one tower: pixels (N, 3, S, S) float32 -> embeddings (N, D) float32,
-    with V_tg computed once here and held as a buffer (a graph constant)."""
+    with the image-independent prompts (`SpLIP.constant_prompts`: V_tg, and V_ms,l of a model
+    without B_t) computed once here and held as buffers (graph constants)."""
 
     def __init__(self, model: SpLIP, modality: str):
         super().__init__()
         self.model = model
         self.modality = modality
         with torch.no_grad():
-            baked = model.template_prompts(modality).detach().clone() if model.cfg.prompts else None
-        self.register_buffer("template_prompts", baked)  # V_tg (P_tg, Dv)
+            constant = model.constant_prompts(modality)
+        template = constant.get("template_prompts")
+        layers = constant.get("layer_prompts")
+        self.register_buffer("template_prompts", None if template is None else template.detach().clone())  # (P_tg, Dv)
+        self.register_buffer("layer_prompts", None if layers is None else torch.stack(layers).detach())  # (depth, 1, n, Dv)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        with _baked_template_prompts(self.model, self.template_prompts):
+        baked = {}
+        if self.template_prompts is not None:
+            baked["template_prompts"] = self.template_prompts
+        if self.layer_prompts is not None:
+            baked["layer_prompts"] = list(self.layer_prompts.unbind(0))
+        with _baked_prompts(self.model, baked):
             return self.model.encode(pixels, self.modality)  # (N, D), L2-normalised
 
 
 @contextlib.contextmanager
-def _baked_template_prompts(model: SpLIP, baked: torch.Tensor | None) -> Iterator[None]:
-    """Let `model.template_prompts(.)` return the baked V_tg while tracing (an instance attribute
-    shadows the method; removing it restores the method)."""
-    if baked is None:
-        yield
-        return
-    model.template_prompts = lambda modality: baked
+def _baked_prompts(model: SpLIP, baked: dict) -> Iterator[None]:
+    """Let each `model.<name>(...)` of `baked` return its baked value while tracing (an instance
+    attribute shadows the method; removing it restores the method)."""
+    for name, value in baked.items():
+        setattr(model, name, lambda *args, value=value: value)
     try:
         yield
     finally:
-        del model.template_prompts
+        for name in baked:
+            delattr(model, name)
 
 
 @contextlib.contextmanager
@@ -146,9 +154,10 @@ def using_kernels(model: SpLIP, kernels: str) -> Iterator[None]:
 
 
 def expected_attention_count(model: SpLIP) -> int:
-    """Attention calls in one tower's graph: every vision layer + every prompted text layer."""
+    """Attention calls in one tower's graph: every vision layer, + every prompted text layer when
+    the text pass depends on the image (B_t and B_vt built; otherwise it is baked or absent)."""
     vision_layers = len(model.clip.visual.transformer.resblocks)
-    return vision_layers + (model.prompt_depth if model.cfg.prompts else 0)
+    return vision_layers + (model.prompt_depth if model.text_prompter is not None else 0)
 
 
 def count_fused_attention(graph) -> tuple[int, str]:

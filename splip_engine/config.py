@@ -21,7 +21,16 @@ class SpLIPConfig:
     pretrained: str = "openai"
     """open_clip pretrained tag (e.g. `openai`), a local checkpoint file, or "" for random init."""
     prompts: bool = True
-    """False: no prompts at all, the model is plain CLIP (parity mode)."""
+    """False: no prompts at all and nothing trainable, the model is plain CLIP (parity mode)."""
+    use_b_t: bool = True
+    """B_t (vision -> text). False: the text pass gets no prompt tokens T, so W_l and V_ms,l depend
+    only on the modality (constants per layer, baked at export)."""
+    use_b_v: bool = True
+    """B_v (template -> vision). False: no V_tg tokens in the visual sequence."""
+    use_b_vt: bool = True
+    """B_vt (text -> vision per layer). False: no V_ms,l tokens and no text pass; B_t then has no
+    path to the image embedding, so it is not built either. All three False: only the towers'
+    LayerNorms are trained (`train_layernorm`)."""
     vt_context: str = "template"
     """`template`: one text pass per image; `classes`: one per seen class name (SPEC §1)."""
     vt_pool: str = "prompt"
@@ -42,7 +51,9 @@ class SpLIPConfig:
     photo_template: str = "photo of a"
     seed: int = 0
     """Seed for the random init of the mapping blocks (and of the backbone when pretrained='')."""
-    # losses (SPEC §2)
+    # losses (SPEC §2): L = triplet_weight * L_triplet + alpha * L_class + beta * L_cjs
+    triplet_weight: float = 1.0
+    """Weight of L_triplet (0 = "L_class only" ablation)."""
     alpha: float = 0.5
     beta: float = 0.1
     margin_scale: float = 0.25
@@ -68,11 +79,25 @@ class SpLIPConfig:
         for name in ("n_text_prompts", "n_vt_prompts", "jigsaw_grid", "jigsaw_permutations"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be >= 1")
-        for name in ("alpha", "beta", "margin_scale", "fixed_margin"):
+        for name in ("triplet_weight", "alpha", "beta", "margin_scale", "fixed_margin"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be >= 0")
+        if self.triplet_weight == self.alpha == self.beta == 0:
+            raise bad("triplet_weight", "with alpha=0 and beta=0 there is no loss left: make one of them > 0")
+        if self.vt_pool == "learned" and not self.use_b_t:
+            raise bad("vt_pool", "'learned' pools the B_t prompt positions, which use_b_t=False removes; "
+                      "use vt_pool='prompt'")
         if not isinstance(self.seen_classes, tuple):
             object.__setattr__(self, "seen_classes", tuple(self.seen_classes))
+
+    @property
+    def mapping_blocks(self) -> tuple[str, ...]:
+        """The mapping blocks this config builds, of "B_t", "B_v", "B_vt" (none with prompts=False;
+        B_t only with B_vt, its one path to the image)."""
+        if not self.prompts:
+            return ()
+        built = {"B_t": self.use_b_t and self.use_b_vt, "B_v": self.use_b_v, "B_vt": self.use_b_vt}
+        return tuple(name for name, on in built.items() if on)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

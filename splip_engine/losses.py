@@ -1,6 +1,7 @@
 """SpLIP training losses (SPEC §2): adaptive-margin triplet, text-classifier CE, conditional jigsaw.
 
-L = L_triplet + alpha * L_class + beta * L_cjs. SpLIPLoss holds the config, the frozen class text
+L = triplet_weight * L_triplet + alpha * L_class + beta * L_cjs (triplet_weight 1 by default; a
+weight of 0 leaves its term out of the loss, so it sends no gradient: the loss ablations). SpLIPLoss holds the config, the frozen class text
 embeddings and the jigsaw solver F_js; the functions below are its parts, usable on their own.
 """
 from __future__ import annotations
@@ -187,7 +188,7 @@ def jigsaw_loss(
 
 
 class SpLIPLoss(nn.Module):
-    """The SpLIP objective (SPEC §2): L = L_triplet + alpha * L_class + beta * L_cjs.
+    """The SpLIP objective (SPEC §2): L = triplet_weight * L_triplet + alpha * L_class + beta * L_cjs.
 
     sketch_text_emb / photo_text_emb (C, D): frozen, un-prompted text embeddings of
     "a sketch of a {c}" / "a photo of a {c}" for the C seen classes (the photo ones also give the
@@ -249,7 +250,8 @@ class SpLIPLoss(nn.Module):
         *_tokens (B, N, Dv): final-layer visual tokens of s, p+, p- and of the shuffled sketch s'
         (from SpLIP.encode_with_tokens); perm_labels (B,): the jigsaw label y of s'. The tokens and
         perm_labels are needed only when beta > 0. fine_grained: use the fixed margin throughout.
-        Returns `loss` (to backpropagate) and the detached parts `triplet`, `classification`, `jigsaw`.
+        Returns `loss` (to backpropagate) and the detached, unweighted parts `triplet`,
+        `classification`, `jigsaw` (logged also where their weight is 0; `jigsaw` is 0 when beta is).
         """
         cfg = self.cfg
         margins = adaptive_margins(
@@ -266,7 +268,8 @@ class SpLIPLoss(nn.Module):
         photo_ce = classification_loss(photos, photo_labels, self.photo_text_emb, self.logit_scale)
         classification = (sketch_ce + 2 * photo_ce) / 3  # mean CE over the 3B images s, p+, p-
         jigsaw = self._jigsaw(sketch_tokens, positive_tokens, negative_tokens, shuffled_tokens, perm_labels)
-        loss = triplet + cfg.alpha * classification + cfg.beta * jigsaw
+        weighted = [(cfg.triplet_weight, triplet), (cfg.alpha, classification), (cfg.beta, jigsaw)]
+        loss = sum(weight * term for weight, term in weighted if weight > 0)  # weight 0: no term, no gradient
         return {
             "loss": loss,
             "triplet": triplet.detach(),

@@ -10,14 +10,18 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from splip_engine.checkpoint import save_checkpoint
 from splip_engine.config import SpLIPConfig
+from splip_engine.cpu_threads import intra_op_threads, torch_threads
 from splip_engine.errors import SpLIPError
 from splip_engine.io_utils import write_text_atomic, write_with_atomic
+
+if TYPE_CHECKING:
+    from splip_engine.data.layouts import DataSource
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +66,12 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)}: must be >= 1")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"TrainConfig.val_fraction={self.val_fraction}: must be in [0, 1)")
+
+    def data_source(self) -> DataSource:
+        """Where this run's dataset is (checked: a clear error when the fields are incomplete or mixed)."""
+        from splip_engine.data.layouts import DataSource
+
+        return DataSource(self.dataset, self.root, self.sketch_root, self.photo_root, self.split)
 
 
 @dataclass
@@ -180,12 +190,19 @@ def _append_log(out: Path, record: dict[str, Any]) -> None:
 
 
 def run_train(model_cfg: SpLIPConfig, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainReport:
-    """Train SpLIP prompts on the seen classes of `cfg`'s dataset; write checkpoints into `cfg.out`."""
+    """Train SpLIP prompts on the seen classes of `cfg`'s dataset; write checkpoints into `cfg.out`.
+    On CPU with the intra-op thread count of `intra_op_threads` (a shared machine's cores)."""
+    if _device(cfg.device).type != "cpu":
+        return _run_train(model_cfg, cfg, resume, progress)
+    with torch_threads(intra_op_threads(model_cfg.clip_model, cfg.workers)):
+        return _run_train(model_cfg, cfg, resume, progress)
+
+
+def _run_train(model_cfg: SpLIPConfig, cfg: TrainConfig, resume: bool, progress: bool) -> TrainReport:
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
     from splip_engine.data.datasets import TripletDataset, collate_skip_bad
-    from splip_engine.data.layouts import DataSource
     from splip_engine.data.sampler import TripletSampler
     from splip_engine.data.transforms import PreprocessSpec, eval_transform, train_transform
     from splip_engine.export import record_latest_checkpoint
@@ -198,7 +215,7 @@ def run_train(model_cfg: SpLIPConfig, cfg: TrainConfig, resume: bool = False, pr
         raise SpLIPError(f"{out} already holds a training run: pass --resume to continue it or another --out")
     torch.manual_seed(cfg.seed)
     device = _device(cfg.device)
-    folder = DataSource(cfg.dataset, cfg.root, cfg.sketch_root, cfg.photo_root, cfg.split).open_folder()
+    folder = cfg.data_source().open_folder()
     seen, unseen = folder.split_classes(cfg.split)
     train_split, val_split = folder.held_out(seen, cfg.val_fraction, seed=cfg.seed)
     if model_cfg.vt_context == "classes":

@@ -1,6 +1,7 @@
 """Shared session fixtures, one per test artefact, used by every test directory: the tiny SpLIP
 config and model, its checkpoint, its fp32 ONNX engine (traced once, exported once), that engine
-opened with ONNX Runtime on CPU (how users deploy it), and a saved flat gallery index tied to it."""
+opened with ONNX Runtime on CPU (how users deploy it), a saved flat gallery index tied to it, and
+the small synthetic SBIR dataset (`mini`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -104,3 +105,12 @@ def tiny_gallery_index_dir(tiny_ort_encoder, tmp_path_factory):
     engine = {"engine_hash": tiny_ort_encoder.manifest["engine_hash"], "embedding_dim": tiny_ort_encoder.embedding_dim}
     return GalleryIndex.build(vectors, [f"photo-{i:03d}" for i in range(GALLERY_SIZE)], "flat",
                               engine_info=engine).save(tmp_path_factory.mktemp("gallery") / "index")
+
+
+@pytest.fixture(scope="session")
+def mini(tmp_path_factory):
+    """The synthetic SBIR set: 6 classes x 6 sketch/photo pairs at 32 px, 2 classes unseen.
+    Read-only: copy it before changing files."""
+    from splip_engine.data.mini import make_mini_dataset
+
+    return make_mini_dataset(tmp_path_factory.mktemp("mini") / "ds", classes=6, per_class=6, size=32)

@@ -12,11 +12,6 @@ from splip_engine.data.mini import make_mini_dataset
 from splip_engine.train import LOG_FILE, TrainConfig, cosine_with_warmup, run_train
 
 
-@pytest.fixture(scope="module")
-def mini(tmp_path_factory):
-    return make_mini_dataset(tmp_path_factory.mktemp("mini") / "data", classes=6, per_class=8)
-
-
 def _cfg(mini, out, **kw) -> TrainConfig:
     base = TrainConfig(sketch_root=str(mini.sketch_root), photo_root=str(mini.photo_root),
                        split=str(mini.unseen_file), out=str(out), epochs=2, batch_size=8, workers=0,
@@ -53,19 +48,23 @@ def test_run_writes_checkpoint_log_and_resumes(mini, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_short_cpu_run_lowers_loss_and_beats_the_untrained_model(tmp_path_factory):
-    """The issue's must-show: under 2 minutes of CPU, loss down and held-out seen-class mAP up."""
+    """The issue's must-show, with an honest stand-in: pre-trained on photos and clip-art only (it
+    never sees a free-hand sketch), then a short CPU run lowers the loss and raises the held-out
+    seen-class sketch -> photo mAP."""
+    from splip_engine.data.mini import make_clipart_corpus
     from splip_engine.pretrain import pretrain_clip
 
     root = tmp_path_factory.mktemp("learn")
-    data = make_mini_dataset(root / "data")
-    clip_file = pretrain_clip(data.photo_root, root / "clip.pt", sketch_root=data.sketch_root, steps=2000,
-                              progress=False)  # the stand-in for downloaded CLIP weights; not timed below
+    data = make_mini_dataset(root / "data", classes=16, per_class=16)
+    corpus = make_clipart_corpus(root / "corpus", classes=16, per_class=48, kinds=("photo", "clip art"))
+    clip_file = pretrain_clip(corpus.roots, root / "clip.pt", steps=2000, progress=False)  # the "downloaded" weights
     cfg = TrainConfig(sketch_root=str(data.sketch_root), photo_root=str(data.photo_root),
-                      split=str(data.unseen_file), out=str(root / "run"), epochs=12, batch_size=32, workers=0,
-                      lr=1e-2, lr_layernorm=1e-2, val_fraction=0.25)
-    report = run_train(SpLIPConfig(clip_model="tiny", pretrained=str(clip_file)), cfg, progress=False)
+                      split=str(data.unseen_file), out=str(root / "run"), epochs=24, batch_size=32, workers=0,
+                      lr=1e-2, lr_layernorm=3e-2, val_fraction=0.25)
+    model_cfg = SpLIPConfig(clip_model="tiny", pretrained=str(clip_file), alpha=0.1, beta=0.0, adaptive_margin=False)
+    report = run_train(model_cfg, cfg, progress=False)
     log = [json.loads(line) for line in (root / "run" / LOG_FILE).read_text().splitlines()]
     print(f"val mAP@all {report.val_map_initial:.3f} -> {report.val_map_final:.3f}; "
           f"loss {log[1]['loss']:.3f} -> {log[-1]['loss']:.3f}; {report.seconds:.0f} s")
     assert log[-1]["loss"] < 0.9 * log[1]["loss"]
-    assert report.val_map_final > report.val_map_initial + 0.05
+    assert report.val_map_final > report.val_map_initial + 0.05  # measured +0.18 / +0.11 (data seeds 0 / 1)

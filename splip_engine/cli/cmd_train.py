@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from splip_engine.cli.options import batch_size_option, data_options, device_option, resolve_data_roots
+from splip_engine.cli.options import data_options, device_option, resolve_data_roots, training_options
 
 
 @click.command("train")
@@ -13,17 +13,9 @@ from splip_engine.cli.options import batch_size_option, data_options, device_opt
               help="open_clip tag, a local weights file, or '' for random init.")
 @click.option("--vt-context", default="template", show_default=True, type=click.Choice(["template", "classes"]))
 @click.option("--out", default="runs/splip", show_default=True, type=click.Path(), help="Run directory.")
-@click.option("--epochs", default=60, show_default=True, type=click.IntRange(min=1))
-@batch_size_option
-@click.option("--lr", default=1e-3, show_default=True, type=float, help="LR of the mapping blocks and F_js.")
-@click.option("--lr-layernorm", default=1e-5, show_default=True, type=float, help="LR of the towers' LayerNorms.")
-@click.option("--alpha", default=0.5, show_default=True, type=float, help="Weight of L_class.")
-@click.option("--beta", default=0.1, show_default=True, type=float, help="Weight of L_cjs (jigsaw).")
-@click.option("--triplets-per-epoch", default=0, show_default=True, type=click.IntRange(min=0),
-              help="0 = one per training sketch.")
+@training_options
 @click.option("--fine-grained", is_flag=True, help="Instance-level triplets (paired photo as positive).")
 @click.option("--no-augment", is_flag=True, help="No random flip / resized crop.")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0), help="DataLoader workers.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @device_option
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")

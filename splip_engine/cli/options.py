@@ -24,6 +24,26 @@ batch_size_option = click.option("--batch-size", default=32, show_default=True, 
 fp16_option = click.option("--fp16", is_flag=True, help="Half precision (fp16) engines / inference.")
 
 
+def training_options(f):
+    """The SpLIP training recipe options of `train` and `ablate`: --epochs, --batch-size, --lr,
+    --lr-layernorm, --alpha, --beta, --triplets-per-epoch, --workers."""
+    options = [
+        click.option("--epochs", default=60, show_default=True, type=click.IntRange(min=1)),
+        batch_size_option,
+        click.option("--lr", default=1e-3, show_default=True, type=float, help="LR of the mapping blocks and F_js."),
+        click.option("--lr-layernorm", default=1e-5, show_default=True, type=float,
+                     help="LR of the towers' LayerNorms."),
+        click.option("--alpha", default=0.5, show_default=True, type=float, help="Weight of L_class."),
+        click.option("--beta", default=0.1, show_default=True, type=float, help="Weight of L_cjs (jigsaw)."),
+        click.option("--triplets-per-epoch", default=0, show_default=True, type=click.IntRange(min=0),
+                     help="0 = one per training sketch."),
+        click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0), help="DataLoader workers."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 def data_options(f):
     """--dataset/--root (a dataset as distributed), --data-root (with sketch/ and photo/ inside) or
     --sketch-root/--photo-root, and --split; `resolve_data_roots` turns them into a DataSource."""

@@ -20,7 +20,7 @@ PRESETS = {p.stem: p for p in sorted(_PRESET_DIR.glob("*.json"))}
 _registered = False
 
 
-def _register_presets() -> None:
+def register_presets() -> None:
     global _registered
     if not _registered:
         import open_clip
@@ -34,7 +34,7 @@ def list_clip_models() -> list[str]:
     """Every model name `SpLIPConfig.clip_model` accepts."""
     import open_clip
 
-    _register_presets()
+    register_presets()
     return open_clip.list_models()
 
 
@@ -45,7 +45,7 @@ def create_clip(clip_model: str, pretrained: str) -> nn.Module:
     """
     import open_clip
 
-    _register_presets()
+    register_presets()
     name = clip_model.replace("/", "-")
     if name not in open_clip.list_models():
         raise SpLIPError(

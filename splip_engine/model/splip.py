@@ -44,12 +44,12 @@ class SpLIP(nn.Module):
             self.register_buffer(f"_text_ids_{modality}", ids, persistent=False)  # (C, L) int64
             self.register_buffer(f"_text_lengths_{modality}", lengths, persistent=False)  # (C,) int64
 
-        if cfg.prompts:
-            self.text_prompter = VisionToTextPrompts(self.vision_width, self.text_width, cfg.n_text_prompts)
-            self.template_prompter = TemplateToVisionPrompts(self.text_width, self.vision_width)
-            self.layer_prompter = TextToVisionLayerPrompts(
-                self.text_width, self.vision_width, cfg.n_vt_prompts, self.prompt_depth
-            )
+        blocks = cfg.mapping_blocks  # the ablation switches (SpLIPConfig.use_b_*): absent blocks are None
+        self.text_prompter = (VisionToTextPrompts(self.vision_width, self.text_width, cfg.n_text_prompts)
+                              if "B_t" in blocks else None)
+        self.template_prompter = TemplateToVisionPrompts(self.text_width, self.vision_width) if "B_v" in blocks else None
+        self.layer_prompter = (TextToVisionLayerPrompts(self.text_width, self.vision_width, cfg.n_vt_prompts,
+                                                        self.prompt_depth) if "B_vt" in blocks else None)
         self._freeze_backbone()
 
     # ----------------------------------------------------------------- setup
@@ -101,37 +101,63 @@ class SpLIP(nn.Module):
         if modality not in MODALITIES:
             raise SpLIPError(f"modality={modality!r}: must be one of {MODALITIES}")
         patches = self.patch_embeddings(images)  # E_0: (B, Np, Dv)
-        prompts = self.visual_prompts(patches, modality) if self.cfg.prompts else None
+        prompts = self.visual_prompts(patches, modality)
         tokens = self.vision_transformer(patches, prompts)  # (B, 1 + P + Np, Dv)
         pooled = self.clip.visual.ln_post(tokens[:, 0]) @ self.clip.visual.proj  # (B, D)
         return F.normalize(pooled, dim=-1), tokens
 
-    def visual_prompts(self, patches: torch.Tensor, modality: str) -> list[torch.Tensor]:
-        """Per prompted layer l, the visual prompt tokens [V_tg ; V_ms,l] (B, P_tg + n, Dv)."""
-        text_prompts = self.text_prompter(patches)  # B_t -> T: (B, m, Dt)
-        pooled_states = self.prompted_text_states(text_prompts, modality)  # depth x (B, Dt)
-        layer_prompts = self.layer_prompter(pooled_states)  # B_vt -> depth x (B, n, Dv)
-        template_prompts = self.template_prompts(modality)  # B_v -> V_tg: (P_tg, Dv)
+    def visual_prompts(self, patches: torch.Tensor, modality: str) -> list[torch.Tensor] | None:
+        """Per prompted layer l, the visual prompt tokens [V_tg ; V_ms,l] (B, P, Dv) of the blocks
+        this config builds; None when it builds neither B_v nor B_vt."""
+        parts = []
+        if self.template_prompter is not None:
+            template_prompts = self.template_prompts(modality)  # B_v -> V_tg: (P_tg, Dv)
+            parts.append([template_prompts.unsqueeze(0)] * self.prompt_depth)  # depth x (1, P_tg, Dv)
+        if self.layer_prompter is not None:
+            parts.append(self.layer_prompts(patches, modality))  # depth x (B or 1, n, Dv)
+        if not parts:
+            return None
         batch = patches.shape[0]
-        shared = template_prompts.unsqueeze(0).expand(batch, -1, -1)  # (B, P_tg, Dv)
-        return [torch.cat([shared, v_ms], dim=1) for v_ms in layer_prompts]
+        return [torch.cat([p.expand(batch, -1, -1) for p in per_layer], dim=1) for per_layer in zip(*parts)]
 
     def template_prompts(self, modality: str) -> torch.Tensor:
         """V_tg = B_v(token embeddings of `[SOS] {template}`) (P_tg, Dv); input-independent."""
         prefix = self.clip.token_embedding(getattr(self, f"_template_ids_{modality}"))  # (P_tg, Dt)
         return self.template_prompter(prefix)
 
-    def prompted_text_states(self, text_prompts: torch.Tensor, modality: str) -> list[torch.Tensor]:
+    def layer_prompts(self, patches: torch.Tensor, modality: str) -> list[torch.Tensor]:
+        """V_ms,l = B_vt(W_l) per prompted layer: depth x (B, n, Dv), with W_l from the text pass
+        prompted by B_t's T; without B_t, depth x (1, n, Dv), the same for every image."""
+        text_prompts = self.text_prompter(patches) if self.text_prompter is not None else None  # T: (B, m, Dt)
+        pooled_states = self.prompted_text_states(text_prompts, modality)  # depth x (B or 1, Dt)
+        return self.layer_prompter(pooled_states)
+
+    def constant_prompts(self, modality: str) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """The prompts that do not depend on the image, by the method computing them (exporters
+        bake them): `template_prompts` (V_tg, with B_v) and, with B_vt but without B_t,
+        `layer_prompts` (V_ms,l)."""
+        constant: dict[str, torch.Tensor | list[torch.Tensor]] = {}
+        if self.template_prompter is not None:
+            constant["template_prompts"] = self.template_prompts(modality)
+        if self.layer_prompter is not None and self.text_prompter is None:
+            constant["layer_prompts"] = self.layer_prompts(None, modality)
+        return constant
+
+    def prompted_text_states(self, text_prompts: torch.Tensor | None, modality: str) -> list[torch.Tensor]:
         """Run `[SOS] T {template} [class] [EOT]` through the text tower, cut at EOT (exact under
-        causal attention), and return W_l pooled per layer (SPEC §1 B_vt), averaged over classes."""
+        causal attention), and return W_l pooled per layer (SPEC §1 B_vt), averaged over classes.
+        text_prompts T (B, m, Dt), or None (no B_t): the pass runs once, without T -> (1, Dt) each."""
         ids = getattr(self, f"_text_ids_{modality}")  # (C, L)
         lengths = getattr(self, f"_text_lengths_{modality}")  # (C,)
-        batch, m = text_prompts.shape[:2]
+        batch, m = text_prompts.shape[:2] if text_prompts is not None else (1, 0)
         n_texts, n_tokens = ids.shape
         words = self.clip.token_embedding(ids)  # (C, L, Dt)
-        prompts = text_prompts.unsqueeze(1).expand(-1, n_texts, -1, -1).reshape(batch * n_texts, m, -1)
         words = words.unsqueeze(0).expand(batch, -1, -1, -1).reshape(batch * n_texts, n_tokens, -1)
-        x = torch.cat([words[:, :1], prompts, words[:, 1:]], dim=1)  # (B*C, L + m, Dt)
+        if m:
+            prompts = text_prompts.unsqueeze(1).expand(-1, n_texts, -1, -1).reshape(batch * n_texts, m, -1)
+            x = torch.cat([words[:, :1], prompts, words[:, 1:]], dim=1)  # (B*C, L + m, Dt)
+        else:
+            x = words  # (C, L, Dt)
         x = x + self.clip.positional_embedding[: n_tokens + m]
 
         positions = torch.arange(n_tokens + m, device=ids.device)
@@ -143,7 +169,7 @@ class SpLIP(nn.Module):
 
         pooled_states = []
         for layer, block in enumerate(self.clip.transformer.resblocks[: self.prompt_depth]):
-            if layer > 0:  # deep prompting: the same T re-inserted at every layer
+            if layer > 0 and m:  # deep prompting: the same T re-inserted at every layer
                 x = torch.cat([x[:, :1], prompts, x[:, 1 + m:]], dim=1)
             x = block_forward(block, x, causal=True, impl=self.kernels)  # (B*C, L + m, Dt)
             per_text = torch.einsum("bcld,cl->bcd", x.view(batch, n_texts, n_tokens + m, -1), weights)
@@ -175,18 +201,13 @@ class SpLIP(nn.Module):
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
         """Un-prompted CLIP text embeddings (B, D), L2-normalised, of token ids (B, L) (causal,
         so ids may be cut after the longest EOT)."""
-        x = self.clip.token_embedding(ids) + self.clip.positional_embedding[: ids.shape[1]]  # (B, L, Dt)
-        for block in self.clip.transformer.resblocks:
-            x = block_forward(block, x, causal=True, impl=self.kernels)
-        x = self.clip.ln_final(x)
-        eot = x[torch.arange(x.shape[0], device=x.device), ids.argmax(dim=-1)]  # (B, Dt)
-        return F.normalize(eot @ self.clip.text_projection, dim=-1)
+        return encode_text_ids(self.clip, ids, impl=self.kernels)
 
     @torch.no_grad()
     def class_text_embeddings(self, class_names: list[str], template: str = "a photo of a {}") -> torch.Tensor:
         """Frozen t(c) (C, D) of `template.format(c)` for each class (SPEC §2), un-prompted."""
-        ids = self.tokenizer([template.format(c.replace("_", " ")) for c in class_names])
-        ids = ids[:, : int(ids.argmax(dim=-1).max()) + 1].to(self.clip.token_embedding.weight.device)
+        ids = cut_at_eot(self.tokenizer([template.format(c.replace("_", " ")) for c in class_names]))
+        ids = ids.to(self.clip.token_embedding.weight.device)
         return self.encode_text(ids)
 
     def parameter_counts(self) -> dict[str, int]:
@@ -194,3 +215,20 @@ class SpLIP(nn.Module):
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return {"total": total, "trainable": trainable}
+
+
+def encode_text_ids(clip: nn.Module, ids: torch.Tensor, impl: str = "torch") -> torch.Tensor:
+    """open_clip `CLIP.encode_text`, L2-normalised, for token ids (B, L) of any L up to the context:
+    the text attention is causal, so ids cut after the longest EOT give the same embeddings at a
+    fraction of the 77-token cost. Differentiable (the stand-in's pre-training uses it)."""
+    x = clip.token_embedding(ids) + clip.positional_embedding[: ids.shape[1]]  # (B, L, Dt)
+    for block in clip.transformer.resblocks:
+        x = block_forward(block, x, causal=True, impl=impl)
+    x = clip.ln_final(x)
+    eot = x[torch.arange(x.shape[0], device=x.device), ids.argmax(dim=-1)]  # (B, Dt)
+    return F.normalize(eot @ clip.text_projection, dim=-1)
+
+
+def cut_at_eot(ids: torch.Tensor) -> torch.Tensor:
+    """Token ids (B, 77) cut after the longest EOT (the largest id in each row): (B, L)."""
+    return ids[:, : int(ids.argmax(dim=-1).max()) + 1]

@@ -1,6 +1,6 @@
-"""`train` and `eval` read a dataset as distributed (`--dataset tuberlin --root DIR`: misspelt photo
-folders, SVG sketches), and `eval`'s JSON counts the queries and gallery of every setting, with the
-GZS gallery's seen photos all of them or only those the run held out."""
+"""`train`, `eval` and `ablate` read a dataset as distributed (`--dataset tuberlin --root DIR`:
+misspelt photo folders, SVG sketches), and `eval`'s JSON counts the queries and gallery of every
+setting, with the GZS gallery's seen photos all of them or only those the run held out."""
 from __future__ import annotations
 
 import json
@@ -92,12 +92,29 @@ def test_gzs_with_only_the_held_out_seen_photos(tuberlin, trained, tmp_path):
     np.testing.assert_equal(metrics["zs"], _eval(tuberlin, trained, tmp_path)["zs"])  # ZS does not change
 
 
+def test_ablate_reads_the_dataset_as_distributed(tuberlin, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # training records runs/latest in the working directory
+    result = CliRunner().invoke(main, [
+        "ablate", "--dataset", "tuberlin", "--root", str(tuberlin), "--split", str(tuberlin / "unseen.txt"),
+        "--clip-model", "tiny", "--pretrained", "", "--rows", "without B_t", "--seeds", "0", "--epochs", "1",
+        "--batch-size", "4", "--triplets-per-epoch", "8", "--workers", "0", "--out", str(tmp_path / "abl")])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "abl" / "runs" / "without-b-t" / "seed0"
+    saved = json.loads((run / "train_config.json").read_text())
+    assert saved["train"]["dataset"] == "tuberlin" and saved["unseen"] == UNSEEN
+    metrics = json.loads((run / "metrics.json").read_text())
+    n_unseen = len(UNSEEN)
+    assert (metrics["zs"]["n_queries"], metrics["zs"]["n_gallery"]) == (n_unseen * SKETCHES, n_unseen * PHOTOS)
+    assert metrics["gzs"]["n_gallery"] == len(CLASSES) * PHOTOS
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "ablate"])
 @pytest.mark.parametrize("args, error", [
     (["--dataset", "sketchy"], "error: --dataset sketchy needs --root DIR"),
     (["--dataset", "quickdraw", "--root", "nowhere"], "error: --root nowhere is not a directory"),
     (["--root", "x", "--split", "s"], "error: --root x needs --dataset quickdraw|sketchy|tuberlin"),
 ])
-def test_bad_data_options_are_one_line_and_exit_code_2(args, error, tmp_path):
-    result = CliRunner().invoke(main, ["train", *args, "--out", str(tmp_path / "run")])
+def test_bad_data_options_are_one_line_and_exit_code_2(command, args, error, tmp_path):
+    result = CliRunner().invoke(main, [command, *args, "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and result.stderr.strip() == result.stderr.strip().splitlines()[0]
     assert result.stderr.startswith(error), result.stderr
