@@ -1,7 +1,7 @@
 """`splip-engine embed` on QuickDraw drawings (issue 12, "an .ndjson of 3 drawings embeds as 3
-rows"), through what main's input registry reads today: a directory of `.ndjson` files, one
-drawing per file (ids = file names). A multi-drawing `.ndjson` given as `--input` (one row per
-line, id = key_id) is the input registry of issue 11; its test belongs with that registry."""
+rows"), from a directory of `.ndjson` files, one drawing per file; the input registry (issue 11)
+reads each line of each file as a drawing with id = its key_id (multi-drawing files: tests/runtime/
+test_inputs.py)."""
 from __future__ import annotations
 
 import json
@@ -31,12 +31,12 @@ def test_embed_three_quickdraw_drawings_gives_three_rows_and_lists_the_malformed
                                        "--batch-size", "2"])
     assert result.exit_code == 0, result.output
     store = open_store(tmp_path / "store")
-    assert sorted(store.ids) == [f"{key_id}.ndjson" for key_id in KEY_IDS]
+    assert sorted(store.ids) == KEY_IDS  # a drawing's id is its key_id (the input registry's .ndjson ids)
     errors = [json.loads(line) for line in (tmp_path / "store" / "errors.jsonl").read_text().splitlines()]
     assert [e["path"] for e in errors] == [str(drawings / "broken.ndjson")]
-    assert "malformed QuickDraw drawing JSON" in errors[0]["reason"]
+    assert "is not a QuickDraw drawing with a key_id" in errors[0]["reason"]
     # each row is its own drawing, rendered as a sketch (different strokes, different vectors)
-    rendered = [load_image(drawings / i) for i in store.ids]
+    rendered = [load_image(drawings / f"{i}.ndjson") for i in store.ids]  # one drawing per file
     expected = tiny_ort_encoder.embed(rendered, "sketch")  # (3, D)
     np.testing.assert_allclose(store.embeddings(np.float32), expected, atol=2e-3)  # float16 storage
     assert np.linalg.matrix_rank(expected, tol=1e-3) == 3
