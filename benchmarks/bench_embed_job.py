@@ -226,10 +226,11 @@ def _queries(store_dir: Path, count: int, seed: int) -> np.ndarray:
 
 
 def index_and_search(store: Path, index_dir: Path, k: int = 100) -> dict:
-    """`splip-engine index` tuned with --eval-queries, then load + search as `serve` does."""
+    """`splip-engine index --kind ivfpq` tuned with --eval-queries (auto would pick exact flat at 1M x 64),
+    then load + search as `serve` does, against exact flat."""
     shutil.rmtree(index_dir, ignore_errors=True)
     np.save(index_dir.parent / "eval_queries.npy", _queries(store, 128, seed=1))
-    build = run_cli(["index", "--store", str(store), "--out", str(index_dir), "--eval-queries",
+    build = run_cli(["index", "--store", str(store), "--out", str(index_dir), "--kind", "ivfpq", "--eval-queries",
                      str(index_dir.parent / "eval_queries.npy"), "-k", str(k)])
     probe = subprocess.run([sys.executable, __file__, "--probe-index", str(index_dir), "--store", str(store),
                             "--k", str(k)], capture_output=True, text=True, check=True)

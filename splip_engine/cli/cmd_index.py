@@ -15,7 +15,7 @@ import click
               help="Add the store's new rows to the existing index and drop ids no longer in the store, saved "
                    "atomically as the next version (flat, ivfpq: in place; hnsw rebuilds when ids were removed).")
 @click.option("--kind", default="auto", show_default=True, type=click.Choice(["auto", "flat", "ivfpq", "hnsw"]),
-              help="flat = exact; ivfpq / hnsw = approximate; auto = flat up to 200k vectors, then ivfpq.")
+              help="flat = exact; ivfpq / hnsw = approximate; auto = flat up to 200k x 512 (1.6M x 64) float16 vectors, then ivfpq.")
 @click.option("--eval-queries", type=click.Path(dir_okay=False, path_type=Path),
               help="A .npy (Q, D) of sketch query embeddings: tune the index for --target-recall on half, "
                    "report recall@k against exact search on the other half.")

@@ -25,7 +25,8 @@ from splip_engine.errors import SpLIPError
 from splip_engine.optional import import_faiss
 
 KINDS = ("flat", "ivfpq", "hnsw")
-FLAT_MAX_COUNT = 200_000  # auto: beyond this, exact search costs tens of ms per single query
+FLAT_MAX_BYTES = 200_000 * 512 * 2  # auto: flat up to this many bytes of float16 vectors (200k x 512, or
+# 1.6M x 64): a single exact query scans them in a few ms; beyond, tens of ms
 DEFAULT_MEMORY_BUDGET = 8 << 30  # bytes; auto falls back to compact indexes above it
 IVF_MIN_COUNT = 39 * 256  # FAISS wants >= 39 training points per centroid of the 256 PQ centroids
 _MIN_POINTS_PER_LIST = 39
@@ -92,11 +93,11 @@ def memory_bytes(kind: str, count: int, dim: int, params: dict[str, Any]) -> int
 
 
 def choose_kind(count: int, dim: int, memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET) -> tuple[str, dict[str, Any]]:
-    """The `auto` rule: exact flat up to FLAT_MAX_COUNT vectors when it fits the budget (and always
+    """The `auto` rule: exact flat up to FLAT_MAX_BYTES of vectors when it fits the budget (and always
     below IVF_MIN_COUNT), else IVF-PQ with exact re-ranking, else IVF-PQ codes alone; HNSW is never
     chosen automatically (its memory is flat's plus the graph, and its build is the slowest)."""
-    flat_fits = memory_bytes("flat", count, dim, {}) <= memory_budget_bytes
-    if count < IVF_MIN_COUNT or (count <= FLAT_MAX_COUNT and flat_fits):
+    flat_bytes = memory_bytes("flat", count, dim, {})
+    if count < IVF_MIN_COUNT or (flat_bytes <= min(FLAT_MAX_BYTES, memory_budget_bytes)):
         return "flat", resolve_params("flat", count, dim, {})
     for refine in (True, False):
         params = resolve_params("ivfpq", count, dim, {"refine": refine})

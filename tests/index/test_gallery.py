@@ -23,7 +23,7 @@ from splip_engine.index import (
     tune_search,
     update_index,
 )
-from splip_engine.index.kinds import FLAT_MAX_COUNT, IVF_MIN_COUNT, SEARCH_PARAMS, choose_kind
+from splip_engine.index.kinds import FLAT_MAX_BYTES, IVF_MIN_COUNT, SEARCH_PARAMS, choose_kind
 
 from .numpy_reference import numpy_topk
 
@@ -281,9 +281,12 @@ def test_build_refuses_bad_input(gallery):
 
 
 def test_auto_is_flat_up_to_the_limit_then_ivfpq_within_the_memory_budget():
-    assert choose_kind(FLAT_MAX_COUNT, 512)[0] == "flat"
-    kind, params = choose_kind(FLAT_MAX_COUNT + 1, 512)
+    assert FLAT_MAX_BYTES == 200_000 * 512 * 2  # the limit is bytes scanned per exact query, not a count
+    assert choose_kind(200_000, 512)[0] == "flat"
+    kind, params = choose_kind(200_001, 512)
     assert kind == "ivfpq" and params["refine"]
+    assert choose_kind(1_000_000, 64)[0] == "flat"  # 128 MB: exact and faster than IVF-PQ (RESULTS.md, issue 11)
+    assert choose_kind(1_700_000, 64)[0] == "ivfpq"
     kind, params = choose_kind(100_000, 512, memory_budget_bytes=50 << 20)
     assert kind == "ivfpq" and not params["refine"]  # flat (100 MB) does not fit, PQ codes (4 MB) do
     assert choose_kind(1_000_000, 512, memory_budget_bytes=1100 << 20)[1]["refine"]  # 1 GB fp16 + codes
