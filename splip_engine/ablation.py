@@ -5,8 +5,11 @@ with that row's config switches, score ZS / GZS on the unseen classes, and write
 Each row is a set of SpLIPConfig overrides of the base config (the one `run_ablation` is given):
 the loss rows build the objective up term by term (L_class only, L_triplet only, both, + adaptive
 margin, + L_cjs); the module rows switch mapping blocks off under the base config's loss (what
-"without B_t" etc. means is in SpLIPConfig.use_b_t / use_b_v / use_b_vt). A run whose metrics file
-exists is not trained again, so an interrupted ablation continues where it stopped.
+"without B_t" etc. means is in SpLIPConfig.use_b_t / use_b_v / use_b_vt). The rows run in one or
+both LayerNorm regimes: "trained" (the towers' LayerNorms learn at the recipe's `lr_layernorm`) and
+"frozen" (`lr_layernorm` 0: only the prompt modules learn, the strict reading of "frozen CLIP").
+The loss rows run in the first regime chosen only; the module rows in each. A run whose metrics
+file exists is not trained again, so an interrupted ablation continues where it stopped.
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 TABLE_FILES = ("ablation.md", "ablation.json")
+LAYERNORM_REGIMES = ("trained", "frozen")
+"""The towers' LayerNorms learn at TrainConfig.lr_layernorm ("trained") or not at all ("frozen")."""
 _COLUMNS = (("zs", "map_all", "ZS mAP@all"), ("zs", "map_200", "ZS mAP@200"), ("zs", "prec_100", "ZS P@100"),
             ("gzs", "map_all", "GZS mAP@all"))
 
@@ -78,21 +83,27 @@ class AblationReport:
 
     base: dict[str, Any]
     seeds: list[int]
+    layernorm: list[str] = field(default_factory=lambda: ["trained"])
+    """The LayerNorm regimes run, in order (the loss rows ran in the first only)."""
     rows: list[dict[str, Any]] = field(default_factory=list)
     plain_clip: dict[str, dict[str, float]] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
 
     def markdown(self) -> str:
-        """The table in %: mean ± sample standard deviation over the seeds, and the paper's number."""
+        """The table in %: mean ± sample standard deviation over the seeds, ZS mAP@all per seed, and
+        the paper's number; one line per (row, LayerNorm regime)."""
         seeds = ", ".join(map(str, self.seeds))
-        lines = [f"| ablation | setting | {' | '.join(c[2] for c in _COLUMNS)} | paper mAP@200 (Sketchy split 2) |",
-                 "| --- | --- |" + " ---: |" * (len(_COLUMNS) + 1)]
+        lines = [f"| ablation | setting | LayerNorms | {' | '.join(c[2] for c in _COLUMNS)} | ZS mAP@all per seed "
+                 "| paper mAP@200 (Sketchy split 2) |",
+                 "| --- | --- | --- |" + " ---: |" * (len(_COLUMNS) + 2)]
         plain = [format_mean_spread(self.plain_clip[m][k], None) for m, k, _ in _COLUMNS]
-        lines.append(f"| - | tiny CLIP, no prompts, untrained | {' | '.join(plain)} | |")
+        lines.append(f"| - | tiny CLIP, no prompts, untrained | - | {' | '.join(plain)} | | |")
         for row in self.rows:
             cells = [format_mean_spread(row["mean"][m][k], row["spread"][m][k]) for m, k, _ in _COLUMNS]
+            per_seed = ", ".join(f"{100 * row['per_seed'][str(s)]['zs']['map_all']:.1f}" for s in self.seeds)
             paper = "" if row["paper"] is None else f"{row['paper']:.1f}"
-            lines.append(f"| {row['group']} | {row['name']} | {' | '.join(cells)} | {paper} |")
+            lines.append(f"| {row['group']} | {row['name']} | {row['layernorm']} | {' | '.join(cells)} | {per_seed} "
+                         f"| {paper} |")
         return "\n".join(lines) + f"\n\nmean ± spread (sample std) over seeds {seeds}; in %.\n"
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,15 +125,34 @@ def select_rows(names: Sequence[str] | None) -> list[AblationRow]:
     return [row for row in ROWS if row.name in names]
 
 
+def select_regimes(layernorm: str | Sequence[str]) -> list[str]:
+    """The LayerNorm regimes of `layernorm` ("trained", "frozen", "both" or a sequence of the first
+    two), in LAYERNORM_REGIMES order unless a sequence gives another."""
+    names = list(LAYERNORM_REGIMES) if layernorm == "both" else [layernorm] if isinstance(layernorm, str) \
+        else list(layernorm)
+    unknown = [n for n in names if n not in LAYERNORM_REGIMES]
+    if unknown or not names:
+        raise SpLIPError(f"unknown LayerNorm regime {unknown or names}; choose from {[*LAYERNORM_REGIMES, 'both']}")
+    return names
+
+
+def regime_train(train: TrainConfig, regime: str) -> TrainConfig:
+    """`train` with the LayerNorm learning rate of `regime` (0 when frozen)."""
+    return train if regime == "trained" else dataclasses.replace(train, lr_layernorm=0.0)
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def run_ablation(base: SpLIPConfig, train: TrainConfig, out: str | Path, seeds: Sequence[int] = (0, 1, 2),
-                 rows: Sequence[str] | None = None, progress: bool = True) -> AblationReport:
-    """Train and score every row of `rows` (default: all of ROWS) for every seed on `train`'s
-    dataset and split (its `out` is replaced by OUT/runs/<row>/seed<k>); write OUT/ablation.md and
-    OUT/ablation.json; return the report. Rows whose configs coincide are trained once."""
+                 rows: Sequence[str] | None = None, progress: bool = True,
+                 layernorm: str | Sequence[str] = "trained") -> AblationReport:
+    """Train and score every row of `rows` (default: all of ROWS) for every seed and LayerNorm
+    regime (`layernorm`: trained, frozen or both; the loss rows in the first regime only) on
+    `train`'s dataset and split (its `out` is replaced by OUT/runs/<regime>/<row>/seed<k>); write
+    OUT/ablation.md and OUT/ablation.json; return the report. Rows whose configs coincide are
+    trained once."""
     from tqdm import tqdm
 
     from splip_engine.io_utils import write_text_atomic
@@ -132,27 +162,32 @@ def run_ablation(base: SpLIPConfig, train: TrainConfig, out: str | Path, seeds: 
     if not seeds:
         raise SpLIPError("no seeds given: pass at least one, e.g. --seeds 0,1,2")
     selected = select_rows(rows)
+    regimes = select_regimes(layernorm)
+    plan = [(regime, row) for regime in regimes for row in selected if row.group == "module" or regime == regimes[0]]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     folder, seen, unseen = _dataset(train)
     plain = build_model(dataclasses.replace(base, prompts=False))
-    report = AblationReport(base=base.to_dict(), seeds=list(seeds),
+    report = AblationReport(base=base.to_dict(), seeds=list(seeds), layernorm=regimes,
                             plain_clip=_score(TorchEncoder(plain, model_manifest(plain)), folder, seen, unseen))
     runs_by_config: dict[str, Path] = {}
-    jobs = [(row, seed) for row in selected for seed in seeds]
-    for row, seed in tqdm(jobs, desc="ablation", unit="run", disable=not progress):
+
+    def key(regime: str, cfg: SpLIPConfig) -> str:
+        return json.dumps([regime, cfg.to_dict()], sort_keys=True)
+
+    jobs = [(regime, row, seed) for regime, row in plan for seed in seeds]
+    for regime, row, seed in tqdm(jobs, desc="ablation", unit="run", disable=not progress):
         cfg = dataclasses.replace(row_config(base, row), seed=seed)
-        key = json.dumps(cfg.to_dict(), sort_keys=True)
-        run_dir = runs_by_config.setdefault(key, out / "runs" / _slug(row.name) / f"seed{seed}")
-        _train_and_score(cfg, dataclasses.replace(train, out=str(run_dir), seed=seed), folder, seen, unseen)
-    for row in selected:
+        run_dir = runs_by_config.setdefault(key(regime, cfg), out / "runs" / regime / _slug(row.name) / f"seed{seed}")
+        _train_and_score(cfg, dataclasses.replace(regime_train(train, regime), out=str(run_dir), seed=seed),
+                         folder, seen, unseen)
+    for regime, row in plan:
         config = row_config(base, row)
-        per_seed = []
-        for seed in seeds:
-            key = json.dumps(dataclasses.replace(config, seed=seed).to_dict(), sort_keys=True)
-            per_seed.append(json.loads((runs_by_config[key] / METRICS_FILE).read_text()))
+        per_seed = [json.loads((runs_by_config[key(regime, dataclasses.replace(config, seed=seed))] / METRICS_FILE)
+                               .read_text()) for seed in seeds]
         mean, spread = mean_and_spread(per_seed)
-        report.rows.append({"name": row.name, "group": row.group, "paper": row.paper, "overrides": row.overrides(base),
+        report.rows.append({"name": row.name, "group": row.group, "layernorm": regime, "paper": row.paper,
+                            "overrides": row.overrides(base), "lr_layernorm": regime_train(train, regime).lr_layernorm,
                             "mean": mean, "spread": spread, "per_seed": dict(zip(map(str, seeds), per_seed))})
     report.files = {name: str(out / name) for name in TABLE_FILES}
     write_text_atomic(out / TABLE_FILES[0], report.markdown())

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from splip_engine import SpLIPConfig
-from splip_engine.ablation import ROW_NAMES, ROWS, row_config, run_ablation, select_rows
+from splip_engine.ablation import ROW_NAMES, ROWS, row_config, run_ablation, select_regimes, select_rows
 from splip_engine.cli import main
 from splip_engine.errors import SpLIPError
 from splip_engine.train import TrainConfig
@@ -65,12 +65,14 @@ def test_ablation_writes_both_tables_with_every_row(mini, tiny_clip_file, tmp_pa
     markdown = (tmp_path / "abl" / "ablation.md").read_text()
     for name in rows:
         line = next(line for line in markdown.splitlines() if f"| {name} |" in line)
-        assert line.count("±") == 4 and line.rstrip(" |").endswith(f"{paper[name]:.1f}")
+        per_seed = ", ".join(f"{100 * table['rows'][rows.index(name)]['per_seed'][s]['zs']['map_all']:.1f}"
+                             for s in ("0", "1"))
+        assert line.count("±") == 4 and line.rstrip(" |").endswith(f"| {per_seed} | {paper[name]:.1f}")
     assert "tiny CLIP, no prompts, untrained" in markdown and report.markdown() == markdown
     # each (row, seed) trained once, with the row's config
-    saved = json.loads((tmp_path / "abl" / "runs" / "without-b-t" / "seed1" / "checkpoint" / "config.json").read_text())
+    saved = json.loads((tmp_path / "abl" / "runs" / "trained" / "without-b-t" / "seed1" / "checkpoint" / "config.json").read_text())
     assert saved["use_b_t"] is False and saved["seed"] == 1
-    assert len(list((tmp_path / "abl" / "runs").glob("*/seed*/metrics.json"))) == 4
+    assert len(list((tmp_path / "abl" / "runs").glob("*/*/seed*/metrics.json"))) == 4
 
     # a re-run reuses the finished runs' metrics and rewrites the same table
     again = run_ablation(base, _train_cfg(mini), tmp_path / "abl", seeds=(0, 1), rows=rows, progress=False)
@@ -86,12 +88,16 @@ def test_cli_ablate_runs_every_row_of_the_paper(mini, tiny_clip_file, tmp_path, 
         "--out", str(tmp_path / "abl")])
     assert result.exit_code == 0, result.output
     table = json.loads((tmp_path / "abl" / "ablation.json").read_text())
-    assert [r["name"] for r in table["rows"]] == list(ROW_NAMES)
     markdown = (tmp_path / "abl" / "ablation.md").read_text()
     assert all(f"| {name} |" in markdown for name in ROW_NAMES) and markdown in result.output
     # "+ L_cjs (all losses)" and the base config coincide with the CLI defaults: trained once
     assert table["rows"][4]["per_seed"] == table["rows"][5]["per_seed"]
-    assert len(list((tmp_path / "abl" / "runs").glob("*/seed*/metrics.json"))) == 2 * (len(ROW_NAMES) - 1)
+    assert table["rows"][5]["per_seed"] != table["rows"][len(ROW_NAMES)]["per_seed"]
+    # loss rows with the LayerNorms trained only, module rows in both regimes
+    modules = [r.name for r in ROWS if r.group == "module"]
+    assert [(r["name"], r["layernorm"]) for r in table["rows"]] == (
+        [(n, "trained") for n in ROW_NAMES] + [(n, "frozen") for n in modules])
+    assert len(list((tmp_path / "abl" / "runs").glob("*/*/seed*/metrics.json"))) == 2 * (len(ROW_NAMES) - 1 + len(modules))
 
 
 def test_cli_help_has_an_example_and_bad_seeds_are_refused(mini):
@@ -110,3 +116,29 @@ def test_rows_cover_the_paper_tables():
     assert [r.paper for r in ROWS if r.group == "loss"] == [57.5, 71.6, 73.1, 74.5, 76.4]
     assert [r.paper for r in ROWS if r.group == "module"][1:] == [70.5, 72.8, 71.9, 62.5]
     assert dataclasses.is_dataclass(ROWS[0])
+
+
+def test_frozen_regime_leaves_the_layernorms_as_loaded_and_trained_moves_them(mini, tiny_clip_file, tmp_path,
+                                                                               monkeypatch):
+    from safetensors.torch import load_file
+
+    monkeypatch.chdir(tmp_path)
+    base = SpLIPConfig(clip_model="tiny", pretrained=str(tiny_clip_file), beta=0.0)
+    train = dataclasses.replace(_train_cfg(mini), lr_layernorm=1e-2)
+    report = run_ablation(base, train, tmp_path / "abl", seeds=(0,), rows=["without B_t"], progress=False,
+                          layernorm="both")
+    assert [(r["layernorm"], r["lr_layernorm"]) for r in report.rows] == [("trained", 1e-2), ("frozen", 0.0)]
+    loaded = torch.load(tiny_clip_file)
+    moved = {}
+    for regime in ("trained", "frozen"):
+        saved = load_file(tmp_path / "abl" / "runs" / regime / "without-b-t" / "seed0" / "checkpoint" /
+                          "model.safetensors")
+        norms = {k.removeprefix("clip."): v for k, v in saved.items() if k.startswith("clip.") and "ln" in k}
+        assert norms, "the checkpoint holds the towers' LayerNorms"
+        moved[regime] = max(float((v - loaded[k]).abs().max()) for k, v in norms.items())
+        blocks = [v for k, v in saved.items() if not k.startswith("clip.")]
+        assert blocks, "the prompt modules are trained in both regimes"
+    assert moved["frozen"] == 0.0 and moved["trained"] > 1e-4
+    with pytest.raises(SpLIPError, match="unknown LayerNorm regime"):
+        select_regimes("thawed")
+    assert select_regimes("both") == ["trained", "frozen"] and select_regimes(["frozen"]) == ["frozen"]

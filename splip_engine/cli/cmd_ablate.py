@@ -25,22 +25,26 @@ def _seeds(ctx, param, value: str) -> tuple[int, ...]:
               help="Writes OUT/ablation.md, OUT/ablation.json and one run dir per row and seed (re-run to resume).")
 @click.option("--seeds", default="0,1,2", show_default=True, callback=_seeds, help="Training seeds per row.")
 @click.option("--rows", multiple=True, help="Only these rows (repeatable), e.g. --rows 'without B_t'. Default: all.")
+@click.option("--layernorm", "layernorm", default="both", show_default=True,
+              type=click.Choice(["trained", "frozen", "both"]),
+              help="The towers' LayerNorms learn at --lr-layernorm (trained), not at all (frozen: only the prompt "
+                   "modules learn), or both regimes; the loss rows run in the first regime only.")
 @training_options
 @click.option("--adaptive-margin/--fixed-margin", default=True, show_default=True,
               help="Base config's triplet margin (the module rows use it; the loss rows set their own).")
 @device_option
-def command(dataset, root, data_root, sketch_root, photo_root, split, clip_model, pretrained, out, seeds, rows, epochs,
+def command(dataset, root, data_root, sketch_root, photo_root, split, clip_model, pretrained, out, seeds, rows, layernorm, epochs,
             batch_size, lr, lr_layernorm, alpha, beta, adaptive_margin, triplets_per_epoch, workers, device):
     """Train SpLIP once per ablation row and seed -- L_class only, L_triplet only, both, + adaptive
-    margin, + L_cjs; all modules, without B_vt, without B_t, without B_v, without any prompt module
-    -- and write the ZS / GZS table (mean ± spread over the seeds) beside the paper's numbers.
+    margin, + L_cjs; all modules, without B_vt, without B_t, without B_v, without any prompt module,
+    with the towers' LayerNorms trained and frozen -- and write the ZS / GZS table (mean ± spread over the seeds) beside the paper's numbers.
 
     \b
     Example:
       splip-engine demo --out demo_out
       splip-engine ablate --data-root demo_out/data --clip-model tiny --pretrained demo_out/tiny_clip.pt \\
           --epochs 24 --lr 1e-2 --lr-layernorm 3e-2 --alpha 0.1 --beta 0 --fixed-margin --workers 1 --out ablation/
-      splip-engine ablate --dataset sketchy --root Sketchy/ --split sketchy21 --seeds 0,1,2
+      splip-engine ablate --dataset sketchy --root Sketchy/ --split sketchy21 --seeds 0,1,2 --layernorm frozen
     """
     import dataclasses
 
@@ -54,6 +58,6 @@ def command(dataset, root, data_root, sketch_root, photo_root, split, clip_model
     train = TrainConfig(**dataclasses.asdict(data), epochs=epochs, batch_size=batch_size,
                         triplets_per_epoch=triplets_per_epoch, lr=lr, lr_layernorm=lr_layernorm, workers=workers,
                         device=device)
-    report = run_ablation(base, train, out, seeds=seeds, rows=rows)
+    report = run_ablation(base, train, out, seeds=seeds, rows=rows, layernorm=layernorm)
     click.echo(report.markdown())
     click.echo(f"wrote {report.files['ablation.md']} and {report.files['ablation.json']}")
