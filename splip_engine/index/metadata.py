@@ -54,6 +54,9 @@ class StoreMetadata:
         order = np.argsort(hashes, kind="stable")
         self._hashes = hashes[order]  # (N,) int64, sorted
         self._order = order.astype(np.int32)  # (N,) the row of each sorted hash
+        paths = columns["path"]
+        self._path_names = paths.dictionary.to_pylist()  # the distinct paths
+        self._path_codes = paths.indices.to_numpy(zero_copy_only=False)  # (N,) int32 view of the column
 
     @classmethod
     def from_store(cls, store: Store) -> StoreMetadata:
@@ -104,8 +107,13 @@ class StoreMetadata:
         rows = np.asarray(rows, dtype=np.int64)
         valid = rows >= 0
         taken = pa.array(np.where(valid, rows, 0))
-        columns = [self._columns[name].take(taken).to_pylist() for name in COLUMNS]
+        columns = [self._column_values(name, taken) for name in COLUMNS]
         return [dict(zip(COLUMNS, values)) if ok else None for ok, *values in zip(valid.tolist(), *columns)]
+
+    def _column_values(self, name: str, rows: pa.Array) -> list[str | None]:
+        if name == "path":  # the few distinct paths are decoded once, at load
+            return [self._path_names[code] for code in self._path_codes[rows.to_numpy()].tolist()]
+        return self._columns[name].take(rows).to_pylist()
 
     def lookup(self, ids: Sequence[str]) -> list[dict[str, str | None] | None]:
         """The record of each id (None for an id not in the store)."""
