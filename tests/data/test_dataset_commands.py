@@ -96,10 +96,10 @@ def test_ablate_reads_the_dataset_as_distributed(tuberlin, tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)  # training records runs/latest in the working directory
     result = CliRunner().invoke(main, [
         "ablate", "--dataset", "tuberlin", "--root", str(tuberlin), "--split", str(tuberlin / "unseen.txt"),
-        "--clip-model", "tiny", "--pretrained", "", "--rows", "without B_t", "--seeds", "0", "--epochs", "1",
-        "--batch-size", "4", "--triplets-per-epoch", "8", "--workers", "0", "--out", str(tmp_path / "abl")])
+        "--clip-model", "tiny", "--pretrained", "", "--rows", "without B_t", "--layernorm", "trained", "--seeds", "0",
+        "--epochs", "1", "--batch-size", "4", "--triplets-per-epoch", "8", "--workers", "0", "--out", str(tmp_path / "abl")])
     assert result.exit_code == 0, result.output
-    run = tmp_path / "abl" / "runs" / "without-b-t" / "seed0"
+    run = tmp_path / "abl" / "runs" / "trained" / "without-b-t" / "seed0"
     saved = json.loads((run / "train_config.json").read_text())
     assert saved["train"]["dataset"] == "tuberlin" and saved["unseen"] == UNSEEN
     metrics = json.loads((run / "metrics.json").read_text())
