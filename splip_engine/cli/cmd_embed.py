@@ -5,7 +5,7 @@ import json
 
 import click
 
-from splip_engine.cli.options import backend_option, batch_size_option, device_option
+from splip_engine.cli.options import backend_option, batch_size_option, decode_budget_options, device_option
 
 _KINDS = ["auto", "folder", "list", "parquet-paths", "parquet-bytes", "tar", "ndjson"]  # runtime.inputs.INPUT_KINDS
 
@@ -32,6 +32,7 @@ _KINDS = ["auto", "folder", "list", "parquet-paths", "parquet-bytes", "tar", "nd
 @click.option("--retry-errors", is_flag=True, help="Try the inputs listed in OUT/errors.jsonl again.")
 @click.option("--ray", "use_ray", is_flag=True, help="Run on Ray Data (local cluster, or RAY_ADDRESS).")
 @click.option("--num-actors", default=2, show_default=True, type=click.IntRange(min=1), help="Encoder actors with --ray.")
+@decode_budget_options
 def command(engine_dir, source, out, modality, kind, image_column, id_column, backend, device, batch_size, workers,
             shard_size, retry_errors, use_ray, num_actors):
     """Embed every image of --input into the store --out (float16 shards + parquet ids and metadata).

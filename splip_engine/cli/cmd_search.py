@@ -5,7 +5,7 @@ import json
 
 import click
 
-from splip_engine.cli.options import backend_option, device_option
+from splip_engine.cli.options import backend_option, decode_budget_options, device_option
 
 
 @click.command("search")
@@ -18,6 +18,7 @@ from splip_engine.cli.options import backend_option, device_option
 @backend_option
 @device_option
 @click.argument("queries", nargs=-1, required=True, type=click.Path())
+@decode_budget_options
 def command(engine_dir, index_dir, k, modality, html_out, backend, device, queries):
     """Search the gallery index with QUERIES (image files) and print JSON results.
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from splip_engine.cli.options import backend_option, device_option
+from splip_engine.cli.options import backend_option, decode_budget_options, device_option
 
 
 @click.command("serve")
@@ -35,6 +35,7 @@ from splip_engine.cli.options import backend_option, device_option
               help="One JSON line per request on stderr (id, path, status, latency, batch size; never the image or token).")
 @backend_option
 @device_option
+@decode_budget_options
 def command(engine_dir, index_dir, host, port, auth_token_file, no_auth, max_batch, max_wait_ms, queue_size,
             max_body_mb, max_k, decode_workers, graceful_shutdown_s, access_log, backend, device):
     """Serve top-k photo search for uploaded sketches over HTTP until SIGTERM / Ctrl-C.

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from splip_engine.cli.options import data_options, device_option, resolve_data_roots, training_options
+from splip_engine.cli.options import (data_options, decode_budget_options, device_option, resolve_data_roots,
+                                      training_options)
 
 
 @click.command("train")
@@ -19,6 +20,7 @@ from splip_engine.cli.options import data_options, device_option, resolve_data_r
 @click.option("--seed", default=0, show_default=True, type=int)
 @device_option
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
+@decode_budget_options
 def command(dataset, root, data_root, sketch_root, photo_root, split, clip_model, pretrained, vt_context, out, epochs, batch_size,
             lr, lr_layernorm, alpha, beta, triplets_per_epoch, fine_grained, no_augment, workers, seed, device, resume):
     """Train SpLIP prompts for a frozen CLIP; writes OUT/checkpoint/ every epoch and OUT/log.jsonl.

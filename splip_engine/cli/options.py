@@ -79,3 +79,27 @@ def resolve_data_roots(data_root: str | None, sketch_root: str | None, photo_roo
         split = get_layout(dataset).default_split
     return DataSource(dataset=dataset or "", root=root or "", sketch_root=sketch_root or "",
                       photo_root=photo_root or "", split=split or "")
+
+
+def decode_budget_options(f):
+    """--decode-timeout and --decode-memory: the budget one vector image (SVG, QuickDraw drawing)
+    may take to render, set for the command (and its decode workers) before it runs."""
+    import functools
+
+    @functools.wraps(f)
+    def with_budget(*args, decode_timeout: float, decode_memory: int, **kwargs):
+        from splip_engine.data.sandbox import DecodeBudget, set_budget
+
+        set_budget(DecodeBudget(timeout_s=decode_timeout, memory_mib=decode_memory))
+        return f(*args, **kwargs)
+
+    with_budget = click.option(
+        "--decode-memory", default=512, show_default=True, type=click.IntRange(16, 1 << 20), metavar="MIB",
+        help="Memory one SVG / QuickDraw image may use to render, in MiB; a file over it is listed as bad.",
+    )(with_budget)
+    return click.option(
+        "--decode-timeout", default=2.0, show_default=True, type=click.FloatRange(0, 3600, min_open=True),
+        metavar="SECONDS", help="Seconds of CPU one SVG / QuickDraw image may take to render, waiting at most 5x that "
+                                "on a busy machine (then the render is stopped and the file listed as bad); "
+                                "ordinary sketches take milliseconds.",
+    )(with_budget)

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from splip_engine.data.sandbox import DecodeBudget, get_budget
 from splip_engine.errors import SpLIPError
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -73,10 +74,12 @@ class RecordError:
 
 @dataclass(frozen=True)
 class InputOptions:
-    """How to read a parquet of image bytes: the image-bytes and id columns."""
+    """How to read a parquet of image bytes (the image-bytes and id columns), and the decode budget
+    of vector images (default: this process's, as the CLI set it) that decode workers apply."""
 
     image_column: str = "jpg"
     id_column: str = "key"
+    budget: DecodeBudget = field(default_factory=get_budget)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from splip_engine.data.sandbox import set_budget
 from splip_engine.errors import SpLIPError
 from splip_engine.runtime.inputs import (
     InputOptions,
@@ -100,6 +101,7 @@ def decode_unit(unit: Unit, options: InputOptions, modality: str, spec, batch_si
                 decoder: BatchDecoder) -> Iterator[DecodedBatch]:
     """The batches of one unit, in order (decoded when `decoder.in_workers`); at least one, the last
     flagged, so a consumer knows when a unit is complete even if it held no record."""
+    set_budget(options.budget)  # this worker's (or Ray task's) vector renders get the job's budget
     records: list[Record] = []
     errors: list[RecordError] = []
     start = time.process_time()

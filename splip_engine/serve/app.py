@@ -23,7 +23,7 @@ from splip_engine.data.images import ImageDecodeError
 from splip_engine.errors import SpLIPError
 from splip_engine.serve.batcher import ServiceUnavailable
 from splip_engine.serve.metrics import CONTENT_TYPE
-from splip_engine.serve.service import ReloadError, SearchService, index_version
+from splip_engine.serve.service import ClientGone, ReloadError, SearchService, index_version
 from splip_engine.serve.settings import ServeSettings
 
 try:
@@ -86,7 +86,8 @@ def create_app(encoder: Any, index: Any, settings: ServeSettings | None = None, 
         modality = _parse_modality(fields.get("modality"))
         facts = request_facts(request.scope)
         facts["images"] = 1
-        answer = await service.search(await service.preprocess([image], modality), modality, k)
+        pixels = await service.preprocess([image], modality, request.is_disconnected)
+        answer = await service.search(pixels, modality, k)
         facts.update(batch_size=answer.batch_size, index_version=index_version(answer.index))
         return {"results": _hits(answer.scores[0], answer.ids[0], answer.index), "k": k, "modality": modality,
                 "index_version": index_version(answer.index),
@@ -136,7 +137,8 @@ def create_app(encoder: Any, index: Any, settings: ServeSettings | None = None, 
         return error(request, 400, f"bad image: {exc}")
 
     @app.exception_handler(ClientDisconnect)
-    async def client_left(request: Request, exc: ClientDisconnect) -> JSONResponse:
+    @app.exception_handler(ClientGone)
+    async def client_left(request: Request, exc: Exception) -> JSONResponse:
         return error(request, CLIENT_CLOSED_REQUEST, "the client disconnected before sending the whole request")
 
     @app.exception_handler(Exception)

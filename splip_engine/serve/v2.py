@@ -76,8 +76,8 @@ def v2_router(service: SearchService) -> APIRouter:
                                      settings.max_batch, settings.max_k)
         facts = request_facts(request.scope)
         facts["images"] = parsed.count
-        pixels = parsed.pixels if parsed.pixels is not None else await service.preprocess(parsed.images,
-                                                                                           parsed.modality)
+        pixels = parsed.pixels if parsed.pixels is not None else await service.preprocess(
+            parsed.images, parsed.modality, request.is_disconnected)
         answer = await service.search(pixels, parsed.modality, parsed.k)
         served = index_version(answer.index)
         facts.update(batch_size=answer.batch_size, index_version=served)
