@@ -122,3 +122,15 @@ OVERFLOW_PLACES = {
 
 def overflow_svg(place: str) -> bytes:
     return OVERFLOW_PLACES[place].format(ns=SVG).encode()
+
+
+def percent_opacity_svg(opacity: str = "50%") -> bytes:
+    """A black square at `opacity` (a CSS percentage, as Inkscape and Illustrator write them), half in
+    the attribute and half in the style."""
+    return (f'<svg {SVG} width="100" height="100"><rect width="50" height="100" fill="black" opacity="{opacity}"/>'
+            f'<rect x="50" width="50" height="100" style="fill:black;fill-opacity:{opacity}"/></svg>').encode()
+
+
+def quickdraw_overflow_line() -> bytes:
+    """A QuickDraw ndjson line whose coordinates overflow a double (`1e400` parses as inf)."""
+    return b'{"key_id": "1", "word": "cat", "drawing": [[[0, 1e400], [0, 5]]]}'
