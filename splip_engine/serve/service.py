@@ -142,15 +142,19 @@ class SearchService:
 
     @staticmethod
     async def _unless_disconnected(work: asyncio.Future, disconnected, cancel: threading.Event) -> list:
-        """`work`'s results, or ClientGone (after stopping it) once `disconnected()` says so."""
-        while disconnected is not None:
-            done, _ = await asyncio.wait([work], timeout=_DISCONNECT_POLL_S)
-            if done:
-                break
-            if await disconnected():
-                cancel.set()
-                raise ClientGone("the client disconnected while its upload was decoded; decoding stopped")
-        return await work
+        """`work`'s results, or ClientGone (after stopping it) once `disconnected()` says so; a
+        cancelled request (the server's shutdown window passed) stops its work too."""
+        try:
+            while disconnected is not None:
+                done, _ = await asyncio.wait([work], timeout=_DISCONNECT_POLL_S)
+                if done:
+                    break
+                if await disconnected():
+                    raise ClientGone("the client disconnected while its upload was decoded; decoding stopped")
+            return await work
+        except (ClientGone, asyncio.CancelledError):
+            cancel.set()
+            raise
 
     async def search(self, pixels: np.ndarray, modality: str, k: int) -> BatchAnswer:
         """Wait for the batch these pixels (N, 3, S, S) run in."""
