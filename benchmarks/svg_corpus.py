@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
 import subprocess
 import sys
 import time
@@ -55,35 +56,45 @@ def facts() -> dict:
     return {"cpu": cpu, "cpu_flags": flags, "git_commit": commit, "python": platform.python_version(), "librsvg": rsvg}
 
 
+def both(path: Path) -> tuple[str | None, str | None]:
+    return ours(path), librsvg(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("corpus", type=Path)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--sample", type=int, default=None,
-                        help="Only N files, evenly spaced over the sorted unique files (symlinks count once).")
+                        help="Only N files, drawn at random (seed 0) from the sorted unique files (symlinks count once).")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     files = sorted({path.resolve() for path in args.corpus.rglob("*.svg") if path.is_file()})
-    if args.sample and args.sample < len(files):
-        files = [files[i * len(files) // args.sample] for i in range(args.sample)]
-    start = time.monotonic()
+    random.Random(0).shuffle(files)  # a partial run (the JSON is written every 100 files) is a random sample too
+    files = files[: args.sample]
+    start, done = time.monotonic(), []
     with ThreadPoolExecutor(args.threads) as pool:
-        engine = list(pool.map(ours, files))
-        rsvg = list(pool.map(librsvg, files))
-    failed_ours = {str(f): e for f, e in zip(files, engine) if e is not None}
-    failed_rsvg = {str(f): e for f, e in zip(files, rsvg) if e is not None}
+        for path, outcome in zip(files, pool.map(both, files)):
+            done.append((path, outcome))
+            if len(done) % 100 == 0 or len(done) == len(files):
+                result = summary(done, time.monotonic() - start, len(files))
+                if args.json:
+                    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if not k.endswith("_errors")}, indent=2))
+
+
+def summary(done: list, seconds: float, planned: int) -> dict:
+    """The counts and failures of the files done so far."""
+    failed_ours = {str(f): e for f, (e, _) in done if e is not None}
+    failed_rsvg = {str(f): e for f, (_, e) in done if e is not None}
     reasons = Counter(e.split(": ", 1)[-1].split(" (")[0][:80] for e in failed_ours.values())
-    result = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]), **facts(), "files": len(files),
-        "failed_engine": len(failed_ours), "failed_librsvg": len(failed_rsvg),
+    return {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]), **facts(), "files": len(done),
+        "files_planned": planned, "failed_engine": len(failed_ours), "failed_librsvg": len(failed_rsvg),
         "failed_engine_only": sorted(set(failed_ours) - set(failed_rsvg)),
         "failed_librsvg_only": sorted(set(failed_rsvg) - set(failed_ours)),
         "engine_errors": failed_ours, "librsvg_errors": failed_rsvg,
-        "engine_error_kinds": dict(reasons.most_common()), "seconds": round(time.monotonic() - start, 1),
+        "engine_error_kinds": dict(reasons.most_common()), "seconds": round(seconds, 1),
     }
-    print(json.dumps({k: v for k, v in result.items() if not k.endswith("_errors")}, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ _POLL_S = 0.05  # how often a wait checks its budget and whether its request was
 _WALL_FACTOR = 15  # a render may wait this many times its CPU budget on a busy machine, no longer
 _TICKS = os.sysconf("SC_CLK_TCK")
 _CHILD_NICE = 5  # render children yield the CPU to the process they serve
-_IDLE_CHILDREN = 4  # children kept after use per process; more concurrent renders start and stop their own
+_IDLE_CHILDREN = 8  # children kept after use per process; more concurrent renders start and stop their own
 _TIME_FLAG = "--decode-timeout SECONDS (Python: splip_engine.data.sandbox.set_budget)"
 _MEMORY_FLAG = "--decode-memory MIB (Python: splip_engine.data.sandbox.set_budget)"
 
@@ -111,6 +111,12 @@ def render_vector(kind: str, data: bytes, name: str) -> Image.Image:
         return child.render(kind, data, name, budget, getattr(_local, "cancel", None))
     finally:
         _pool.give_back(child)
+
+
+def prestart(count: int) -> None:
+    """Start up to `count` idle render children now (a service's warm-up), so the first renders do
+    not wait for a child to start."""
+    _pool.prestart(min(count, _IDLE_CHILDREN), _budget)
 
 
 def stop_all() -> None:
@@ -269,6 +275,11 @@ class _Pool:
                 self.idle.append(child)
                 return
         child.kill()
+
+    def prestart(self, count: int, budget: DecodeBudget) -> None:
+        children = [_Child(budget.memory_mib) for _ in range(max(0, count - len(self.idle)))]
+        with self.lock:
+            self.idle.extend(children)
 
     def stop_all(self) -> None:
         with self.lock:

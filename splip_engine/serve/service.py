@@ -102,6 +102,7 @@ class SearchService:
         start = time.perf_counter()
         size = self.encoder.image_size
         try:
+            sandbox.prestart(self.settings.render_workers)
             for modality in ("sketch", "photo"):
                 for batch in (1, self.settings.max_batch):
                     embeddings = self.encoder.embed_pixels(np.zeros((batch, 3, size, size), np.float32), modality)

@@ -13,7 +13,8 @@ class ServeSettings:
     max_body_bytes: largest request body (HTTP 413 above); max_k: largest k (HTTP 422 above);
     decode_workers: threads decoding / preprocessing raster uploads off the event loop;
     render_workers: SVG / QuickDraw uploads rendered at once (each in a child process under the
-    decode budget); render_queue: vector uploads waiting or rendering before new ones get HTTP 503;
+    decode budget; more slots than bombs in flight let an ordinary SVG share the CPU with them at
+    once instead of queueing behind them; each slot may use the memory budget); render_queue: vector uploads waiting or rendering before new ones get HTTP 503;
     graceful_shutdown_s: on SIGTERM / Ctrl-C, how long in-flight requests may take to finish
     (the server stops accepting connections at once).
     """
@@ -26,7 +27,7 @@ class ServeSettings:
     max_body_bytes: int = 10 * 1024 * 1024
     max_k: int = 1000
     decode_workers: int = 2
-    render_workers: int = 2
+    render_workers: int = 8
     render_queue: int = 64
     graceful_shutdown_s: float = 30.0
 
