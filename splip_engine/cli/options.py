@@ -99,7 +99,7 @@ def decode_budget_options(f):
     )(with_budget)
     return click.option(
         "--decode-timeout", default=2.0, show_default=True, type=click.FloatRange(0, 3600, min_open=True),
-        metavar="SECONDS", help="Seconds of CPU one SVG / QuickDraw image may take to render, waiting at most 15x that "
+        metavar="SECONDS", help="Seconds of CPU one SVG / QuickDraw image may take to render, waiting at most 60x that "
                                 "on a busy machine (then the render is stopped and the file listed as bad); "
                                 "ordinary sketches take milliseconds.",
     )(with_budget)

@@ -37,9 +37,9 @@ def test_a_render_bomb_is_stopped_at_its_time_budget_and_the_next_image_renders(
     load_image(strokes_svg())  # a started child: the budget below is the render's, not the start-up's
     start = time.monotonic()
     with pytest.raises(ImageDecodeError, match=r"<bytes>: rendering took longer than the decode budget of 0.5 s of "
-                                               r"CPU time \(or 7.5 s waiting\) .*--decode-timeout SECONDS"):
+                                               r"CPU time \(or 30 s waiting\) .*--decode-timeout SECONDS"):
         load_image(BOMB)
-    assert time.monotonic() - start < 7.5 + 1.0  # stopped by the budget (+ the kill), not by the render ending
+    assert time.monotonic() - start < 30 + 1.0  # stopped by the budget (+ the kill), not by the render ending (minutes)
     np.testing.assert_array_equal(np.asarray(load_image(strokes_svg())), np.asarray(svg.render_svg(strokes_svg(), "x")))
 
 

@@ -40,6 +40,10 @@ def test_a_parameter_entity_reading_a_file_is_declined():
     assert (_render(parameter_entity_svg()) == 255).all()  # rendered blank: nothing was read
 
 
+def test_a_stray_semicolon_after_a_value_is_ignored():
+    np.testing.assert_array_equal(_render(percent_opacity_svg("0.5;")), _render(percent_opacity_svg("0.5")))
+
+
 def test_percent_opacities_are_read_as_fractions():
     image = _render(percent_opacity_svg("50%"))
     np.testing.assert_array_equal(image, _render(percent_opacity_svg("0.5")))
