@@ -6,7 +6,8 @@ to the same decoder), decodes and preprocesses it in a thread pool (bad images -
 touching a batch), queues it on the MicroBatcher (full queue -> 503 with Retry-After) and
 answers its top-k as JSON. The Open Inference Protocol lives under /v2 (v2.py). GET /healthz
 describes the engine and index, GET /metrics is Prometheus text, POST /admin/reload switches
-to the index directory's current version. With a token every path but /v2/health/live needs it.
+to the index directory's current version; the draw-to-search page is at / (page.py). With a
+token every path but /v2/health/live and the page's own files needs it.
 """
 from __future__ import annotations
 
@@ -33,10 +34,12 @@ try:
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.requests import ClientDisconnect
 
-    from splip_engine.serve.auth import BearerAuth
+    from splip_engine.serve.auth import OPEN_PATHS, BearerAuth
     from splip_engine.serve.bodies import read_body
     from splip_engine.serve.errors import RequestError, error_body
     from splip_engine.serve.observe import RequestObserver, request_facts
+    from splip_engine.serve.page import PAGE_FILES, page_router
+    from splip_engine.serve.page import PATHS as PAGE_PATHS
     from splip_engine.serve.v2 import PATHS as V2_PATHS
     from splip_engine.serve.v2 import v2_router
 except ImportError as e:  # optional dependency: the `serve` extra
@@ -47,7 +50,7 @@ logger = logging.getLogger(__name__)
 RETRY_AFTER_S = 1  # what a 503 tells clients to wait before retrying
 CLIENT_CLOSED_REQUEST = 499  # nginx's code for a client that left mid-request: not a server error
 _RAW_TYPES = ("image/", "application/octet-stream", "application/json", "application/x-ndjson")
-_PATHS = frozenset({"/search", "/healthz", "/metrics", "/admin/reload"}) | V2_PATHS  # metric labels; others: "other"
+_PATHS = frozenset({"/search", "/healthz", "/metrics", "/admin/reload"}) | V2_PATHS | PAGE_PATHS  # metric labels; others: "other"
 
 
 def create_app(encoder: Any, index: Any, settings: ServeSettings | None = None, *, token: str | None = None,
@@ -71,10 +74,11 @@ def create_app(encoder: Any, index: Any, settings: ServeSettings | None = None, 
 
     app = FastAPI(title="SpLIP sketch -> photo search", lifespan=lifespan)
     if token is not None:
-        app.add_middleware(BearerAuth, token=token)
+        app.add_middleware(BearerAuth, token=token, open_paths=OPEN_PATHS | PAGE_FILES)  # the page's files hold no data
     app.add_middleware(RequestObserver, metrics=service.metrics, metric_paths=_PATHS)  # outermost: sees 401s too
     app.state.service = service
     app.include_router(v2_router(service))
+    app.include_router(page_router(service))  # the draw-to-search page at / and /thumbnail
 
     @app.post("/search")
     async def search(request: Request) -> dict[str, Any]:
