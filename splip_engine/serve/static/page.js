@@ -211,6 +211,7 @@
       text.querySelector(".rank").textContent = `#${hit.rank}`;
       text.querySelector(".score").textContent = hit.score.toFixed(3);
       text.querySelector(".id").textContent = hit.id;
+      text.querySelector(".id").title = hit.id;
       text.querySelector(".caption").textContent = caption;
       figure.append(img, text);
       return figure;
