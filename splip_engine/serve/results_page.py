@@ -4,7 +4,7 @@ each query sketch beside its ranked photos, thumbnails inlined as data: URIs.
 It fits the window (hits wrap onto more lines, long file names wrap), says in its header what was
 searched (the gallery, the model) and, when relevance is known, frames every hit so that it shows
 on any photo: relevant hits get a thick solid frame and a ✓ badge, the others a thick dashed frame
-and a ✗ badge (shape and mark as well as colour), explained in a legend with the count of each.
+and a ✗ badge (shape and mark as well as colour), a white ring between frame and photo, explained in a legend with the count of each.
 The live page at `/` of `serve` is page.py; this one needs no server.
 """
 from __future__ import annotations
@@ -24,16 +24,17 @@ header{background:#fff;border-bottom:1px solid #d9dde4;padding:.8rem 1.2rem}
 h1{font-size:1.3rem;margin:0 0 .3rem} header p{margin:.15rem 0;color:#4a5261;font-size:.92rem;max-width:70rem}
 .legend{display:flex;flex-wrap:wrap;gap:.4rem 1.4rem;align-items:center;margin-top:.5rem;font-size:.9rem}
 .legend span{display:inline-flex;align-items:center;gap:.45rem}
-.swatch{width:28px;height:20px;display:inline-block;background:#ccc}
+.swatch{width:20px;height:14px;display:inline-block;background:#ccc;border:4px solid #fff;margin:5px}
 main{padding:1rem 1.2rem;display:flex;flex-direction:column;gap:1rem}
 .query{display:flex;gap:1rem;align-items:flex-start;background:#fff;border:1px solid #d9dde4;border-radius:8px;padding:.7rem}
 .hits{display:flex;flex-wrap:wrap;gap:.7rem;min-width:0}
 figure{margin:0;width:112px;font-size:12px;text-align:center;position:relative}
 figure.sketch{border-right:3px solid #1d2330;padding-right:1rem;width:124px;flex:none}
-figure img{width:104px;height:104px;object-fit:contain;background:#eef0f3;display:block;margin:4px auto}
+figure img{width:104px;height:104px;object-fit:contain;background:#eef0f3;display:block;margin:6px auto}
 figcaption{overflow-wrap:anywhere;line-height:1.3}
-.ok img,.swatch.ok{outline:5px solid #138a36;outline-offset:-1px;box-shadow:0 0 0 8px #fff}
-.bad img,.swatch.bad{outline:5px dashed #c62828;outline-offset:-1px;box-shadow:0 0 0 8px #fff}
+.ok img,.bad img{padding:4px;background:#fff;width:96px;height:96px}
+.ok img,.swatch.ok{outline:5px solid #138a36}
+.bad img,.swatch.bad{outline:5px dashed #c62828}
 .mark{position:absolute;top:0;right:0;width:22px;height:22px;border-radius:50%;border:2px solid #fff;
  color:#fff;font-weight:700;line-height:20px;font-size:14px;box-shadow:0 0 2px #000}
 .ok .mark{background:#138a36} .bad .mark{background:#c62828}
