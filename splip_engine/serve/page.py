@@ -1,6 +1,6 @@
 """The draw-to-search page at `/` (plain HTML / JS / CSS shipped in serve/static/, no build step,
-nothing from a CDN) and `GET /thumbnail?id=` (the gallery photo of an id of the served index,
-resized and cached: thumbnails.py).
+nothing from a CDN) `GET /thumbnail?id=` (the gallery photo of an id of the served index,
+resized and cached: thumbnails.py) and `GET /page/config` (what the page may ask for).
 
 The page's three files hold no data and are open even when the server needs a token (a browser
 loads them before it can send one: auth.OPEN_PATHS); the page then asks for the token once and
@@ -24,7 +24,7 @@ ASSETS = {"page.js": "text/javascript; charset=utf-8", "page.css": "text/css; ch
 """The page's files under /static/, by name: nothing else under /static/ is served."""
 PAGE_FILES = frozenset({"/", *(f"/static/{name}" for name in ASSETS)})
 """Paths of the page itself (open without a token: they hold no data)."""
-PATHS = PAGE_FILES | {"/thumbnail"}
+PATHS = PAGE_FILES | {"/thumbnail", "/page/config"}
 """Metric labels of this router's paths."""
 _MAX_ID_CHARS = 1024
 
@@ -36,7 +36,7 @@ def _asset(name: str) -> bytes:
 def page_router(service: Any) -> APIRouter:
     """The page and the thumbnail route over `service` (its current index: a reload counts)."""
     router = APIRouter()
-    thumbnails = Thumbnails(lambda: service.index)
+    thumbnails = Thumbnails(lambda: service.index, lambda: service.metadata)
     files = {name: _asset(name) for name in ("index.html", *ASSETS)}  # a few KB, read once
 
     @router.get("/", include_in_schema=False)
@@ -51,6 +51,11 @@ def page_router(service: Any) -> APIRouter:
         if name not in ASSETS:
             raise RequestError(404, f"no page file {name!r}")
         return Response(files[name], media_type=ASSETS[name], headers={"Cache-Control": "no-cache"})
+
+    @router.get("/page/config")
+    async def config() -> dict[str, Any]:
+        """What the page may ask of this server: hit metadata (a store is served) and the largest k."""
+        return {"metadata": service.metadata is not None, "max_k": service.settings.max_k}
 
     @router.get("/thumbnail")
     async def thumbnail(id: str = "") -> Response:

@@ -1,10 +1,11 @@
 """Thumbnails: the gallery photo of an id, read from where the store found it, resized and cached.
 
-Only ids of the served index have a thumbnail: the id is looked up in the index, which gives the
-file its row was read from (an image file, a webdataset tar shard, an img2dataset parquet of image
-bytes, a QuickDraw .ndjson), and nothing in the request is ever used as a path. A tar member is
-found by its webdataset key (the id is `<shard stem>/<key>`; uncompressed shards are indexed once,
-then read by offset), a parquet row by its `key` (or `id`) column, an ndjson drawing by its key_id.
+Only ids of the served index have a thumbnail: the id is looked up in the index, and its file (an
+image file, a webdataset tar shard, an img2dataset parquet of image bytes, a QuickDraw .ndjson)
+and key there come from the served store's metadata (`serve --store`), else from the index's path
+and the id; nothing in the request is ever used as a path. A tar member is found by its webdataset
+key (uncompressed shards are indexed once, then read by offset), a parquet row by its `key` (or
+`id`) column, an ndjson drawing by its key_id.
 Encoded thumbnails (JPEG, longer side THUMBNAIL_SIDE) are kept in an LRU cache per index version.
 """
 from __future__ import annotations
@@ -54,10 +55,14 @@ class _Lru(OrderedDict):
 
 
 class Thumbnails:
-    """JPEG thumbnails of the ids of `current_index()` (called per request: a reloaded index counts)."""
+    """JPEG thumbnails of the ids of `current_index()` (called per request: a reloaded index counts);
+    `current_metadata()`: the served store's StoreMetadata (index/metadata.py) or None, which gives
+    each id's file and key; without it they follow from the index's path and the id."""
 
-    def __init__(self, current_index: Callable[[], Any], side: int = THUMBNAIL_SIDE, cache_items: int = CACHE_ITEMS):
+    def __init__(self, current_index: Callable[[], Any], current_metadata: Callable[[], Any] = lambda: None,
+                 side: int = THUMBNAIL_SIDE, cache_items: int = CACHE_ITEMS):
         self._current_index = current_index
+        self._current_metadata = current_metadata
         self.side = side
         self._cache = _Lru(cache_items)
         self._containers = _Lru(_CONTAINERS_KEPT)
@@ -67,7 +72,7 @@ class Thumbnails:
         """The JPEG bytes of gallery item `id_`, None if the served index has no such id (or keeps
         no paths); ThumbnailError if its source cannot be read. Blocking: run it in a thread."""
         index = self._current_index()
-        path = index.path_of(id_)
+        path = index.path_of(id_)  # membership: only ids of the served index
         if path is None:
             return None
         key = (getattr(index, "version", 1), id_)
@@ -75,7 +80,10 @@ class Thumbnails:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        data = self._render(self._source_of(id_, str(path)))
+        metadata = self._current_metadata()
+        stored = metadata.source(id_) if metadata is not None else None
+        source = self._source_of(stored.path, stored.key) if stored is not None else self._guess_source(id_, str(path))
+        data = self._render(source)
         with self._lock:
             return self._cache.get_or_make(key, lambda: data)
 
@@ -89,18 +97,25 @@ class Thumbnails:
         image.save(buffer, format="JPEG", quality=85)
         return buffer.getvalue()
 
-    def _source_of(self, id_: str, path: str) -> str | bytes:
-        """The image file path, or the encoded bytes of the container member, of `id_` stored from `path`."""
-        name = path.lower()
-        if name.endswith(SHARD_SUFFIXES):
+    def _guess_source(self, id_: str, path: str) -> str | bytes:
+        """`_source_of` without the store's key: a tar member's key is the id after `<shard stem>/`,
+        a parquet row's and an ndjson drawing's key is the id (runtime/inputs.py's id rules)."""
+        if path.lower().endswith(SHARD_SUFFIXES):
             prefix = stem(path) + "/"
             if not id_.startswith(prefix):
                 raise ThumbnailError(f"id {id_!r} is not a member id of shard {stem(path)}")
-            return self._tar_member(path, id_[len(prefix):])
+            return self._source_of(path, id_[len(prefix):])
+        return self._source_of(path, id_)
+
+    def _source_of(self, path: str, key: str) -> str | bytes:
+        """The image file path, or the encoded bytes of member `key` of the container `path`."""
+        name = path.lower()
+        if name.endswith(SHARD_SUFFIXES):
+            return self._tar_member(path, key)
         if name.endswith(".parquet"):
-            return self._parquet_row(path, id_)
+            return self._parquet_row(path, key)
         if name.endswith(".ndjson"):
-            return self._ndjson_line(path, id_)
+            return self._ndjson_line(path, key)
         return path
 
     def _positions(self, path: str, build: Callable[[str], Any]) -> Any:

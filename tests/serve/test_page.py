@@ -27,6 +27,7 @@ DRAWING = {"drawing": [[[10, 60, 120, 200], [20, 90, 40, 180]], [[30, 30], [200,
 
 
 def _embed_gallery(encoder, source, out, **kwargs) -> GalleryIndex:
+    """The flat index of `source` embedded into the store `out`/store."""
     run_embed(encoder, source, out / "store", modality="photo", workers=0, progress=False, **kwargs)
     return GalleryIndex.build_from_store(open_store(out / "store"), kind="flat")
 
@@ -37,9 +38,14 @@ def photos(mini) -> list:
 
 
 @pytest.fixture(scope="module")
-def galleries(tiny_ort_encoder, mini, photos, tmp_path_factory):
+def root(tmp_path_factory):
+    """Where `galleries` writes: <kind>/store is the store of each kind."""
+    return tmp_path_factory.mktemp("page-galleries")
+
+
+@pytest.fixture(scope="module")
+def galleries(tiny_ort_encoder, mini, photos, root):
     """Three indexes of the same photos: from the folder, from a tar shard, from a parquet of bytes."""
-    root = tmp_path_factory.mktemp("page-galleries")
     shards = root / "shards"
     shards.mkdir()
     with tarfile.open(shards / "00007.tar", "w") as tar:
@@ -151,3 +157,24 @@ def test_strokes_json_as_the_page_sends_it_gives_the_embedding_of_the_same_drawi
         np.testing.assert_allclose([hit["score"] for hit in answer], scores[0], atol=1e-6)
     # the server's strokes renderer is the one a PNG of the drawing comes from: the same pixels
     np.testing.assert_allclose([hit["score"] for hit in as_png], [hit["score"] for hit in as_page], atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["tar", "parquet"])
+def test_with_the_store_served_thumbnails_follow_its_keys_and_the_page_gets_captions(kind, galleries, photos, root,
+                                                                                   tiny_ort_encoder):
+    app = create_app(tiny_ort_encoder, galleries[kind], ServeSettings(max_wait_ms=1))
+    with running_server(app) as url:
+        assert httpx.get(f"{url}/page/config", timeout=20).json() == {"metadata": False, "max_k": 1000}
+    app = create_app(tiny_ort_encoder, galleries[kind], ServeSettings(max_wait_ms=1))
+    app.state.service.use_store(root / kind / "store")
+    with running_server(app) as url:
+        assert httpx.get(f"{url}/page/config", timeout=20).json()["metadata"] is True
+        id_ = {"tar": "00007/k003", "parquet": "p003"}[kind]
+        response = httpx.get(f"{url}/thumbnail", params={"id": id_}, timeout=20)
+        pixels = np.asarray(_decoded(response.content).convert("RGB"), np.float32)
+        errors = [np.abs(pixels - _expected_thumbnail(photo)).mean() for photo in photos]
+        assert int(np.argmin(errors)) == 3
+        hits = httpx.post(f"{url}/search", params={"k": 8, "metadata": "true"}, content=json.dumps(DRAWING),
+                          headers={"Content-Type": "application/json"}, timeout=20).json()["results"]
+        if kind == "tar":  # the shard's .txt members are the captions the page shows
+            assert all(hit["metadata"]["caption"] == f"caption {int(hit['id'][-3:])}" for hit in hits)

@@ -16,6 +16,7 @@
   let current = null, uploaded = null, uploadedBitmap = null;
   let token = null, pendingRetry = null;
   let seq = 0, controller = null, timer = null;
+  let withMetadata = false;  // the server serves its store's captions (GET page/config)
   const thumbs = new Map();  // id -> Promise of a blob: URL
 
   const hooks = window.splip = {
@@ -164,7 +165,7 @@
     const sent = performance.now();
     let response, answer;
     try {
-      response = await fetch(`search?k=${$("k").value}&metadata=true`, {
+      response = await fetch(`search?k=${$("k").value}${withMetadata ? "&metadata=true" : ""}`, {
         method: "POST", body, headers: authHeaders({"Content-Type": type}), signal: controller.signal});
       answer = await response.json();
     } catch (error) {
@@ -193,7 +194,7 @@
   function render(hits) {
     results.replaceChildren(...hits.map((hit) => {
       const figure = document.createElement("figure"), img = document.createElement("img");
-      const caption = hit.caption ?? hit.metadata?.caption ?? "";
+      const caption = hit.metadata?.caption ?? "";
       img.dataset.id = hit.id;
       img.dataset.score = String(hit.score);
       img.alt = caption || hit.id;
@@ -259,10 +260,12 @@
   async function describeServer() {
     const response = await fetch("healthz", {headers: authHeaders()});
     if (response.status === 401) { askForToken(token ? "That token was refused." : "", null); return; }
-    const facts = await response.json();
+    const [facts, config] = [await response.json(), await (await fetch("page/config", {headers: authHeaders()})).json()];
+    withMetadata = Boolean(config.metadata);
     const engine = facts.engine || {}, index = facts.index || {};
     $("served").textContent = `${engine.clip_model || "?"} engine (${engine.backend}, ${engine.precision || "?"}) · `
-      + `gallery of ${index.size} photos, ${index.kind} index, version ${index.version}`;
+      + `gallery of ${index.size} photos, ${index.kind} index, version ${index.version}`
+      + (withMetadata ? " · with captions" : "");
   }
 
   resize();
