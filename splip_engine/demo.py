@@ -221,5 +221,5 @@ def _run_demo(cfg: DemoConfig, progress: bool) -> DemoReport:
          "seconds": report.seconds, "export": report.export, "config": dataclasses.asdict(cfg)}, indent=2))
     write_text_atomic(out / "report.md", report.table() + "\n\n" + report.caption() + "\n")
     report.serve_command = shlex.join(["splip-engine", "serve", "--engine", str(out / "engines"),
-                                       "--index", str(out / "index")])
+                                       "--index", str(out / "index"), "--store", str(out / "store")])
     return report
