@@ -265,7 +265,7 @@
     const engine = facts.engine || {}, index = facts.index || {};
     $("served").textContent = `${engine.clip_model || "?"} engine (${engine.backend}, ${engine.precision || "?"}) · `
       + `gallery of ${index.size} photos, ${index.kind} index, version ${index.version}`
-      + (withMetadata ? " · with captions" : "");
+      + (withMetadata ? " · store metadata on" : "");
   }
 
   resize();
