@@ -171,6 +171,7 @@ def test_with_the_store_served_thumbnails_follow_its_keys_and_the_page_gets_capt
         assert httpx.get(f"{url}/page/config", timeout=20).json()["metadata"] is True
         id_ = {"tar": "00007/k003", "parquet": "p003"}[kind]
         response = httpx.get(f"{url}/thumbnail", params={"id": id_}, timeout=20)
+        assert response.status_code == 200, response.text
         pixels = np.asarray(_decoded(response.content).convert("RGB"), np.float32)
         errors = [np.abs(pixels - _expected_thumbnail(photo)).mean() for photo in photos]
         assert int(np.argmin(errors)) == 3
