@@ -1,9 +1,6 @@
-"""Sketch -> photo search over an engine + a gallery index, and the HTML page of the results."""
+"""Sketch -> photo search over an engine + a gallery index (the results page: serve/results_page.py)."""
 from __future__ import annotations
 
-import base64
-import html
-import io
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,48 +24,3 @@ def search_images(encoder, index, queries: Sequence[Any], k: int = 10, modality:
                 for r, (s, i) in enumerate(zip(row_scores, row_ids)) if i is not None]
         results.append({"query": name, "results": hits})
     return results
-
-
-def _thumbnail_uri(path: str | Path, size: int = 128) -> str:
-    """A small JPEG of `path` as a data: URI, so the page is one self-contained file."""
-    from splip_engine.data.images import load_image
-
-    try:
-        image = load_image(path)
-    except SpLIPError:
-        return ""
-    image.thumbnail((size, size))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def render_results_html(results: list[dict[str, Any]], title: str = "SpLIP search results",
-                        relevant: dict[str, set[str]] | None = None) -> str:
-    """One row per query: the query sketch, then its ranked photos with scores; when `relevant`
-    maps a query to its relevant ids, hits are framed green (relevant) or red."""
-    rows = []
-    for entry in results:
-        cells = [f'<td class="q"><img src="{_thumbnail_uri(entry["query"])}"><br>{html.escape(Path(entry["query"]).name)}</td>']
-        good = relevant.get(entry["query"]) if relevant else None
-        for hit in entry["results"]:
-            mark = "" if good is None else (" ok" if hit["id"] in good else " bad")
-            cells.append(f'<td class="hit{mark}"><img src="{_thumbnail_uri(hit["path"])}"><br>'
-                         f'{hit["rank"]}. {hit["score"]:.3f}<br><small>{html.escape(hit["id"])}</small></td>')
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    style = ("body{font-family:sans-serif} td{text-align:center;padding:4px;font-size:12px}"
-             " img{width:96px;height:96px;object-fit:contain;background:#eee}"
-             " td.q{border-right:3px solid #333} td.ok img{outline:3px solid #2a2}"
-             " td.bad img{outline:3px solid #c22}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><table>{''.join(rows)}</table>"
-            "</body></html>")
-
-
-def write_results_html(results: list[dict[str, Any]], out: str | Path, **kwargs) -> Path:
-    """Write `render_results_html(results)` to `out` atomically."""
-    from splip_engine.io_utils import write_text_atomic
-
-    write_text_atomic(out, render_results_html(results, **kwargs))
-    return Path(out)
-

@@ -27,7 +27,8 @@ def command(engine_dir, index_dir, k, modality, html_out, backend, device, queri
       splip-engine search --engine engines/ --index index/ --html results.html queries/*.png
     """
     from splip_engine.index import GalleryIndex
-    from splip_engine.retrieval import search_images, write_results_html
+    from splip_engine.retrieval import search_images
+    from splip_engine.serve.results_page import write_results_html
     from splip_engine.runtime import load_engine
 
     index = GalleryIndex.load(index_dir)

@@ -53,11 +53,13 @@ def command(engine_dir, index_dir, host, port, grpc_port, store_dir, auth_token_
     --grpc-port. Concurrent
     requests are micro-batched; a full queue answers 503 with Retry-After. GET /healthz,
     GET /metrics (Prometheus). After `splip-engine index --update`, SIGHUP or POST /admin/reload
-    switches to the new index version without failing a request.
+    switches to the new index version without failing a request. Open http://HOST:PORT/ in a
+    browser to draw a sketch and see the results as you draw (GET /thumbnail?id= serves the
+    gallery photos of the index; with a token the page asks for it once).
 
     \b
     Example:
-      splip-engine serve --engine engines/ --index index/ --port 8000
+      splip-engine serve --engine engines/ --index index/ --port 8000     # then open http://127.0.0.1:8000/
       curl -F image=@sketch.png -F k=5 http://127.0.0.1:8000/search
       splip-engine serve --engine engines/ --index index/ --store store/ --grpc-port 8001
       curl -F image=@sketch.png -F metadata=true http://127.0.0.1:8000/search
