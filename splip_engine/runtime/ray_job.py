@@ -124,6 +124,9 @@ def run_embed_ray(engine_dir: str | Path, source: str | Path, out: str | Path, m
                   shard_size: int | None = None, progress: bool = True, kind: str = "auto",
                   options: InputOptions | None = None, retry_errors: bool = False) -> EmbedReport:
     """`run_embed` on Ray Data with `num_actors` encoder actors (see the module docstring)."""
+    from splip_engine.optional import keep_offline
+
+    keep_offline()  # Ray reads its usage-stats setting when it starts the cluster
     try:
         import ray
     except ImportError as e:
@@ -136,7 +139,8 @@ def run_embed_ray(engine_dir: str | Path, source: str | Path, out: str | Path, m
     start = time.perf_counter()
     probe = load_engine(engine_dir, backend=backend, device=device)
     report = EmbedReport(store=str(out), total_inputs=None, already_done=0)
-    ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+    ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": keep_offline()})  # workers on other machines stay offline too
     ray.data.DataContext.get_current().enable_progress_bars = False
     with StoreWriter(out, dim=probe.embedding_dim, modality=modality, engine_info=engine_info(probe),
                      shard_size=shard_size or DEFAULT_SHARD_SIZE, retry_errors=retry_errors) as writer:
