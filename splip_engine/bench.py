@@ -62,8 +62,11 @@ class BenchConfig:
 
 def machine_info(threads: int) -> dict[str, Any]:
     """CPU model, cores, thread count and library versions of this run."""
-    import onnxruntime
     import torch
+
+    from splip_engine.optional import import_onnxruntime
+
+    onnxruntime = import_onnxruntime()
 
     cpu = platform.processor()
     if Path("/proc/cpuinfo").is_file():
