@@ -204,8 +204,11 @@ def package_versions() -> dict[str, str]:
 
 def stage_environment(suite: "Suite") -> None:
     """Device, versions and the bf16 matmul peak (the % column's denominator)."""
+    import splip_engine
+
     meta = suite.results["meta"]
     meta["packages"] = package_versions()
+    meta["splip_engine_file"] = splip_engine.__file__  # the installed wheel's, on the GPU machine
     if suite.device.type == "cuda":
         from splip_engine.bench import cuda_matmul_tflops
 
