@@ -63,12 +63,25 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+SOURCES = ("pyproject.toml", "README.md", "splip_engine", "export", "kernels")
+"""What the wheel is built from (pyproject.toml's package-dir and readme)."""
+
+
 def build_project_wheel(dest: Path) -> Path:
-    """This project as a wheel in `dest`, built offline (no build isolation: setuptools from here)."""
+    """This project as a wheel in `dest`, built offline (no build isolation: setuptools from here)
+    from a copy of its sources, so that setuptools' build/ and egg-info never land in the repo."""
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="splip-wheel-") as build:
+        source = Path(build) / "src"
+        for name in SOURCES:
+            origin = REPO / name
+            if origin.is_dir():
+                shutil.copytree(origin, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                source.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(origin, source / name)
         subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                        "-q", "-w", build, str(REPO)], check=True)
+                        "-q", "-w", build, str(source)], check=True)
         (wheel,) = Path(build).glob("splip_engine-*.whl")
         target = dest / wheel.name
         shutil.move(str(wheel), target)
