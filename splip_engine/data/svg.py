@@ -199,7 +199,7 @@ def _sanitise(root: ElementTree.Element, name: str) -> None:
                 del element.attrib[attribute]
                 unlinked += 1
         _check_numbers(element, name)
-        _percent_opacities(element)
+        _normalise_values(element)
     if dropped or unlinked:
         log.info("%s: dropped %d SVG elements that load files or fonts and %d external links", name, dropped, unlinked)
     drawn = _drawn_elements(root, name)
@@ -288,9 +288,13 @@ def _check_numbers(element: ElementTree.Element, name: str) -> None:
                                        "(numeric overflow guard)")
 
 
-def _percent_opacities(element: ElementTree.Element) -> None:
-    """CSS percentages in opacities (`opacity="14.1176%"`, `style="fill-opacity:50%"`) as the
-    fractions CairoSVG reads."""
+def _normalise_values(element: ElementTree.Element) -> None:
+    """What real files write that CairoSVG cannot read, as it reads it: CSS percentages in
+    opacities (`opacity="14.1176%"`, `style="fill-opacity:50%"`) as fractions, and a stray
+    trailing `;` on a presentation attribute (`opacity="0.8;"`) dropped."""
+    for attribute, value in element.attrib.items():
+        if value.endswith(";") and attribute != "style" and attribute not in _NOT_NUMERIC:
+            element.set(attribute, value.rstrip("; "))
     for attribute in _OPACITIES:
         match = _PERCENT_OPACITY.match(element.get(attribute) or "")
         if match:
