@@ -24,3 +24,13 @@ def import_onnxruntime() -> ModuleType:
 def import_faiss() -> ModuleType:
     """faiss (the gallery index)."""
     return import_optional("faiss", "pip install faiss-cpu (or faiss-gpu)")
+
+
+def import_openvino() -> ModuleType:
+    """openvino (the OpenVINO CPU backend and the NNCF int8 export)."""
+    return import_optional("openvino", "pip install 'splip-engine[cpu]'")
+
+
+def import_nncf() -> ModuleType:
+    """nncf (static int8 quantization for OpenVINO, `export --int8 --calibration`)."""
+    return import_optional("nncf", "pip install 'splip-engine[cpu]'")
