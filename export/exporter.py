@@ -21,7 +21,7 @@ from splip_engine.config import MODALITIES
 from splip_engine.errors import SpLIPError
 from splip_engine.io_utils import write_bytes_atomic, write_with_atomic
 from splip_engine.model import SpLIP
-from splip_engine.optional import import_onnxruntime
+from splip_engine.optional import import_onnxruntime, is_installed
 
 from . import parity
 from .graph import (
@@ -252,9 +252,7 @@ def export_checked_tower(model: SpLIP, modality: str, opset: int, precision: str
 
 
 def _has_openvino() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf"))
+    return is_installed("openvino") and is_installed("nncf")
 
 
 def _read_calibration(model: SpLIP, calibration, count: int, report: ExportReport) -> CalibrationSet | None:

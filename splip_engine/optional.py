@@ -34,3 +34,16 @@ def import_openvino() -> ModuleType:
 def import_nncf() -> ModuleType:
     """nncf (static int8 quantization for OpenVINO, `export --int8 --calibration`)."""
     return import_optional("nncf", "pip install 'splip-engine[cpu]'")
+
+
+def is_installed(module: str) -> bool:
+    """Whether `module` can be imported here (without importing it); False when blocked in sys.modules."""
+    import importlib.util
+    import sys
+
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

@@ -4,7 +4,6 @@ and, where OpenVINO is installed, its CPU plugin's capabilities. The pair is the
 caches its choice under: another CPU (or a faked one in tests) decides again."""
 from __future__ import annotations
 
-import importlib.util
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +55,9 @@ class CpuFeatures:
 
 def openvino_capabilities() -> tuple[str, ...]:
     """OpenVINO's CPU plugin OPTIMIZATION_CAPABILITIES (e.g. FP32, BF16, INT8), () without OpenVINO."""
-    if importlib.util.find_spec("openvino") is None:
+    from splip_engine.optional import is_installed
+
+    if not is_installed("openvino"):
         return ()
     import openvino as ov
 
