@@ -76,9 +76,15 @@ def cache_dir() -> Path:
 
 def cache_key(features: CpuFeatures) -> str:
     """The CPU key plus the versions of the runtimes timed (a new release may change the winner)."""
-    from splip_engine.info import _version_of
+    from importlib.metadata import PackageNotFoundError, version
 
-    return f"{features.key} | onnxruntime {_version_of('onnxruntime')} | openvino {_version_of('openvino')}"
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "none"
+
+    return f"{features.key} | onnxruntime {installed('onnxruntime')} | openvino {installed('openvino')}"
 
 
 def _cache_file(manifest: dict[str, Any]) -> Path:

@@ -116,7 +116,10 @@ def test_the_override_wins_and_a_wrong_one_is_named(tiny_engine_dir, cache, monk
         load_engine(tiny_engine_dir, device="cpu")
 
 
-def test_openvino_is_cpu_only_and_needs_a_calibrated_dir_for_int8(tiny_engine_dir):
+def test_openvino_is_cpu_only_and_needs_a_calibrated_dir_for_int8(tiny_engine_dir, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU is "visible": the backend refuses it
     with pytest.raises(SpLIPError, match=r"^backend='openvino' runs on the CPU: use device='cpu'$"):
         load_engine(tiny_engine_dir, backend="openvino", device="cuda")
     with pytest.raises(SpLIPError, match=r"has no OpenVINO int8 graphs: export it with .*--calibration"):
