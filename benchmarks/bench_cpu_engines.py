@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-BATCHES = {1: 20, 16: 5, 64: 2}  # batch -> timed rounds
+BATCHES = {1: 10, 16: 3, 64: 2}  # batch -> timed rounds
 
 
 def _openvino_request(model, config=None):
