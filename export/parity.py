@@ -89,10 +89,10 @@ def onnxruntime_embedder(graph, threads: int = 0, spinning: bool = True, device:
 
 def serving_device() -> str:
     """Where ONNX Runtime engines will be served on this machine: cuda when a GPU is visible and
-    the onnxruntime package has its CUDA provider, else cpu (the export gate runs there)."""
-    from splip_engine.ort_session import ort_cuda_built
+    a session really opens on onnxruntime's CUDA provider, else cpu (the export gate runs there)."""
+    from splip_engine.ort_session import ort_cuda_unusable
 
-    return "cuda" if torch.cuda.is_available() and ort_cuda_built() else "cpu"
+    return "cuda" if torch.cuda.is_available() and ort_cuda_unusable() is None else "cpu"
 
 
 def torch_embedder(model: SpLIP, modality: str) -> Embedder:

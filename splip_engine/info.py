@@ -6,6 +6,7 @@ import platform
 from typing import Any
 
 from splip_engine._version import __version__
+from splip_engine.errors import SpLIPError
 
 
 def _version_of(module: str) -> str:
@@ -38,10 +39,11 @@ def collect_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
     }
     try:
-        import onnxruntime
+        from splip_engine.optional import import_onnxruntime
 
+        onnxruntime = import_onnxruntime()
         info["onnxruntime_providers"] = onnxruntime.get_available_providers()
-    except ImportError:
+    except SpLIPError:  # not installed
         info["onnxruntime_providers"] = []
     info.update(cpu_info())
     return info

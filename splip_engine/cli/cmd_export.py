@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from splip_engine.cli.options import fp16_option
+from splip_engine.cli.options import check_pretrained, fp16_option
 from splip_engine.errors import SpLIPError
 
 
@@ -39,7 +39,7 @@ def _calibration(root: Path | None, sketch: str | None, photo: str | None) -> Pa
 @click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path),
               help="Checkpoint dir (from `train` / save_checkpoint). Default: the latest run's (runs/latest).")
 @click.option("--clip-model", help="Export an untrained SpLIP on this CLIP model instead of a checkpoint.")
-@click.option("--pretrained", help="With --clip-model: pretrained tag or weights file ('' = random init).")
+@click.option("--pretrained", callback=check_pretrained, help="With --clip-model: pretrained tag or weights file ('' = random init).")
 @click.option("--out", "out_dir", default="engines", show_default=True, type=click.Path(path_type=Path),
               help="Engine dir to write.")
 @fp16_option

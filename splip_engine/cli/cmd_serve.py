@@ -14,6 +14,12 @@ from splip_engine.cli.options import backend_option, device_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0 = every interface: needs --auth-token-file or --no-auth).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--grpc-port", type=click.IntRange(0, 65535),
+              help="Also serve the Open Inference Protocol over gRPC (tritonclient.grpc, KServe) on this port "
+                   "of --host (same model, limits and token). Off by default.")
+@click.option("--store", "store_dir", type=click.Path(file_okay=False),
+              help="Embedding store the index was built from: hits carry its caption / path / json when asked "
+                   "(metadata=true on /search, parameter metadata on v2 and gRPC).")
 @click.option("--auth-token-file", type=click.Path(dir_okay=False, path_type=Path),
               help="File whose first line is the bearer token every request but /v2/health/live must send "
                    "(Authorization: Bearer <token>); or set $SPLIP_AUTH_TOKEN.")
@@ -35,22 +41,28 @@ from splip_engine.cli.options import backend_option, device_option
               help="One JSON line per request on stderr (id, path, status, latency, batch size; never the image or token).")
 @backend_option
 @device_option
-def command(engine_dir, index_dir, host, port, auth_token_file, no_auth, max_batch, max_wait_ms, queue_size,
+def command(engine_dir, index_dir, host, port, grpc_port, store_dir, auth_token_file, no_auth, max_batch, max_wait_ms, queue_size,
             max_body_mb, max_k, decode_workers, graceful_shutdown_s, access_log, backend, device):
     """Serve top-k photo search for uploaded sketches over HTTP until SIGTERM / Ctrl-C.
 
     POST /search (multipart field `image`, optional `k` and `modality`; or a raw image/*,
     application/json or application/x-ndjson body with ?k=&modality=) answers {"results":
-    [{"rank", "id", "score", "path"}], "k", "modality", "index_version", "latency_ms"}. The Open
-    Inference Protocol (KServe v2, tritonclient) serves model `splip` under /v2. Concurrent
+    [{"rank", "id", "score", "path"}], "k", "modality", "index_version", "latency_ms"}; with
+    --store and metadata=true each hit also carries its stored "metadata". The Open Inference
+    Protocol (KServe v2, tritonclient) serves model `splip` under /v2, and over gRPC with
+    --grpc-port. Concurrent
     requests are micro-batched; a full queue answers 503 with Retry-After. GET /healthz,
     GET /metrics (Prometheus). After `splip-engine index --update`, SIGHUP or POST /admin/reload
-    switches to the new index version without failing a request.
+    switches to the new index version without failing a request. Open http://HOST:PORT/ in a
+    browser to draw a sketch and see the results as you draw (GET /thumbnail?id= serves the
+    gallery photos of the index; with a token the page asks for it once).
 
     \b
     Example:
-      splip-engine serve --engine engines/ --index index/ --port 8000
+      splip-engine serve --engine engines/ --index index/ --port 8000     # then open http://127.0.0.1:8000/
       curl -F image=@sketch.png -F k=5 http://127.0.0.1:8000/search
+      splip-engine serve --engine engines/ --index index/ --store store/ --grpc-port 8001
+      curl -F image=@sketch.png -F metadata=true http://127.0.0.1:8000/search
       openssl rand -hex 32 > token && splip-engine serve --engine engines/ --index index/ \\
           --host 0.0.0.0 --auth-token-file token
       curl -H "Authorization: Bearer $(cat token)" --data-binary @sketch.png \\
@@ -60,8 +72,8 @@ def command(engine_dir, index_dir, host, port, auth_token_file, no_auth, max_bat
     from splip_engine.serve import ServeSettings, run_server
     from splip_engine.serve.auth import load_token
 
-    settings = ServeSettings(host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms,
+    settings = ServeSettings(host=host, port=port, grpc_port=grpc_port, max_batch=max_batch, max_wait_ms=max_wait_ms,
                              queue_size=queue_size, max_body_bytes=int(max_body_mb * 1024 * 1024),
                              max_k=max_k, decode_workers=decode_workers, graceful_shutdown_s=graceful_shutdown_s)
     run_server(engine_dir, index_dir, settings, backend=backend, device=device, token=load_token(auth_token_file),
-               no_auth=no_auth, access_log=access_log)
+               no_auth=no_auth, access_log=access_log, store_dir=store_dir)

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import click
 
-from splip_engine.cli.options import data_options, device_option, resolve_data_roots, training_options
+from splip_engine.cli.options import check_pretrained, data_options, device_option, resolve_data_roots, training_options
 
 
 @click.command("train")
 @data_options
 @click.option("--clip-model", default="ViT-B-32", show_default=True, help="open_clip model name, or 'tiny'.")
-@click.option("--pretrained", default="openai", show_default=True,
+@click.option("--pretrained", default="openai", show_default=True, callback=check_pretrained,
               help="open_clip tag, a local weights file, or '' for random init.")
 @click.option("--vt-context", default="template", show_default=True, type=click.Choice(["template", "classes"]))
 @click.option("--out", default="runs/splip", show_default=True, type=click.Path(), help="Run directory.")

@@ -66,11 +66,11 @@ def _runs_on_cuda(backend: str, manifest: dict | None, has_checkpoint: bool) -> 
         if not (manifest.get("tensorrt") or {}).get("plans"):
             return "the engine has no TensorRT plans"
         return tensorrt_unavailable()
-    from splip_engine.ort_session import ort_cuda_built
+    from splip_engine.ort_session import ort_cuda_unusable
 
     if not any(name.endswith(".onnx") for name in manifest.get("files", {})):
         return "the engine has no ONNX graphs"
-    return None if ort_cuda_built() else "the onnxruntime package has no CUDA provider (pip install onnxruntime-gpu)"
+    return ort_cuda_unusable()  # a session really opened there, not the package's provider list
 
 
 def _cuda_order(manifest: dict | None, has_checkpoint: bool) -> list[str]:

@@ -192,6 +192,7 @@ class DecodePool:
                  for i in range(self.workers)]
         for proc in procs:
             proc.start()
+        stopped = True  # left early (Ctrl-C, an error, the consumer closed us): don't wait for units in progress
         try:
             in_flight = 0
             for unit in units:  # keep every worker busy with `units_ahead` more queued
@@ -201,13 +202,16 @@ class DecodePool:
                     in_flight -= yield from self._until_unit_done(results, procs)
             while in_flight:
                 in_flight -= yield from self._until_unit_done(results, procs)
+            stopped = False
         finally:
             for _ in procs:
                 tasks.put(None)
             for proc in procs:
-                proc.join(timeout=5)
+                proc.join(timeout=0 if stopped else 5)
                 if proc.is_alive():
                     proc.kill()
+            if stopped:
+                tasks.cancel_join_thread()  # units no worker will read: don't block our exit on them
             tasks.close()
             results.close()
 

@@ -1,4 +1,4 @@
-"""Serve: the low-latency HTTP sketch -> photo search service (`splip-engine serve`).
+"""Serve: the low-latency sketch -> photo search service over HTTP and gRPC (`splip-engine serve`).
 
 - settings: ServeSettings, the batching / queue / request-limit / shutdown knobs
 - batcher: MicroBatcher, dynamic micro-batching behind a bounded queue (Overloaded -> HTTP 503),
@@ -8,10 +8,16 @@
 - auth: the bearer token (file / $SPLIP_AUTH_TOKEN), the non-loopback refusal, BearerAuth middleware
 - observe: RequestObserver, request ids, metrics and the JSON access log of every request
 - bodies, errors: size-limited (and inflated) request bodies; error bodies per protocol
-- tensors, v2: the Open Inference Protocol (KServe v2) codec and routes of model `splip`
-- app: create_app(encoder, index, settings, token=, index_dir=), the FastAPI app
-  (/search, /v2/..., /healthz, /metrics, /admin/reload)
-- server: run_server(engine_dir, index_dir, settings, token=, no_auth=), checks + uvicorn + SIGHUP
+- tensors, infer, v2: the Open Inference Protocol (KServe v2) codec, the infer path both transports
+  share, and its HTTP routes of model `splip`
+- oip_proto, grpc_service: the protocol's gRPC messages (inference.proto) and GRPCInferenceService,
+  attached to the app's lifespan (`serve --grpc-port`)
+- search, ops, handlers: POST /search; /healthz, /metrics, /admin/reload; error responses
+- page, thumbnails, static/: the draw-to-search page at / and GET /thumbnail?id= (resized, cached)
+- results_page: the static results.html of `search --html` and the demo (no server needed)
+- app: create_app(encoder, index, settings, token=, index_dir=), the FastAPI app registering them
+- server: run_server(engine_dir, index_dir, settings, token=, no_auth=, store_dir=), checks +
+  uvicorn (+ gRPC) + SIGHUP
 
 `create_app` and `run_server` need the `serve` extra (FastAPI, uvicorn); importing this package does not.
 """

@@ -73,20 +73,31 @@ def _digest(value: str | bytes) -> bytes:
     return hashlib.sha256(value.encode("utf-8") if isinstance(value, str) else value).digest()
 
 
-class BearerAuth:
-    """Pure ASGI middleware: 401 for any HTTP request but OPEN_PATHS without the right bearer token."""
+def bearer_matches(header: bytes, expected_digest: bytes) -> bool:
+    """Whether an Authorization value `header` is "Bearer <the token whose digest is expected_digest>"."""
+    scheme, _, credentials = header.partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(_digest(credentials.strip()), expected_digest)
 
-    def __init__(self, app, token: str):
+
+def token_digest(token: str) -> bytes:
+    """What `bearer_matches` compares against (the token itself is not kept)."""
+    return _digest(token)
+
+
+class BearerAuth:
+    """Pure ASGI middleware: 401 for any HTTP request but `open_paths` without the right bearer token."""
+
+    def __init__(self, app, token: str, open_paths: frozenset[str] = OPEN_PATHS):
         self.app = app
-        self._expected = _digest(token)
+        self._expected = token_digest(token)
+        self._open_paths = open_paths
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in self._open_paths:
             await self.app(scope, receive, send)
             return
         header = dict(scope["headers"]).get(b"authorization", b"")
-        scheme, _, credentials = header.partition(b" ")
-        if scheme.lower() == b"bearer" and hmac.compare_digest(_digest(credentials.strip()), self._expected):
+        if bearer_matches(header, self._expected):
             await self.app(scope, receive, send)
             return
         if not header:

@@ -45,7 +45,8 @@ class _Histogram:
 
 
 LATENCY_METRICS = {"/search": ("splip_search_latency", "POST /search"),
-                   "/v2/models/splip/infer": ("splip_infer_latency", "POST /v2/models/splip/infer")}
+                   "/v2/models/splip/infer": ("splip_infer_latency", "POST /v2/models/splip/infer"),
+                   "/inference.GRPCInferenceService/ModelInfer": ("splip_grpc_infer_latency", "gRPC ModelInfer")}
 """Routes whose successful latencies get a histogram and recent quantiles: metric name, what it times."""
 
 

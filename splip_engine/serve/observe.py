@@ -27,6 +27,23 @@ _SCOPE_KEY = "splip.request"
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 
+def request_id(incoming: str) -> str:
+    """The client's request id when well formed, else a new one."""
+    return incoming if _GOOD_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+
+def log_access(request_id: str, method: str, path: str, status: int, seconds: float, bytes_in: int | None,
+               client: str | None, facts: dict[str, Any], **extra: Any) -> None:
+    """Write one JSON access-log line (when the access log is on)."""
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(json.dumps({
+            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "request_id": request_id, "method": method, "path": path, "status": status,
+            "latency_ms": round(seconds * 1000, 3), "bytes_in": bytes_in, "client": client,
+            **{k: facts.get(k) for k in ("images", "batch_size", "index_version")}, **extra,
+        }))
+
+
 def request_facts(scope: dict[str, Any]) -> dict[str, Any]:
     """The per-request dict the access log line is made of; routes set images / batch_size / index_version."""
     return scope.setdefault(_SCOPE_KEY, {})
@@ -47,9 +64,9 @@ class RequestObserver:
         start = time.perf_counter()
         headers = dict(scope["headers"])
         incoming = headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
-        request_id = incoming if _GOOD_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        rid = request_id(incoming)
         facts = request_facts(scope)
-        facts["request_id"] = request_id
+        facts["request_id"] = rid
         status = 500  # an exception escaping the app becomes a 500
 
         async def send_with_id(message) -> None:
@@ -57,7 +74,7 @@ class RequestObserver:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message = {**message, "headers": [*message.get("headers", []),
-                                                  (REQUEST_ID_HEADER.encode(), request_id.encode())]}
+                                                  (REQUEST_ID_HEADER.encode(), rid.encode())]}
             await send(message)
 
         try:
@@ -66,14 +83,8 @@ class RequestObserver:
             seconds = time.perf_counter() - start
             path = scope["path"] if scope["path"] in self.metric_paths else "other"
             self.metrics.observe_response(path, status, seconds)
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(json.dumps({
-                    "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-                    "request_id": request_id, "method": scope["method"], "path": scope["path"], "status": status,
-                    "latency_ms": round(seconds * 1000, 3), "bytes_in": _content_length(headers),
-                    "client": (scope.get("client") or [None])[0],
-                    **{k: facts.get(k) for k in ("images", "batch_size", "index_version")},
-                }))
+            log_access(rid, scope["method"], scope["path"], status, seconds, _content_length(headers),
+                       (scope.get("client") or [None])[0], facts)
 
 
 def _content_length(headers: dict[bytes, bytes]) -> int | None:

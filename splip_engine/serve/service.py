@@ -4,6 +4,7 @@ readiness (engine and index loaded and warmed up), and switching to a new index 
 `reload()` loads the index directory again in the calling thread while the old version keeps
 answering, checks it fits the engine, then hands it to the batcher, which answers from it from
 its next batch: no request fails and none mixes versions. A reload that fails keeps the old one.
+With a store (`use_store`), hits can carry the metadata `embed` stored per row (reloaded with the index).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import numpy as np
 from splip_engine.data.images import ImageDecodeError
 from splip_engine.errors import SpLIPError
 from splip_engine.serve.batcher import BatchAnswer, MicroBatcher
+from splip_engine.serve.errors import RequestError
 from splip_engine.serve.metrics import ServeMetrics
 from splip_engine.serve.settings import ServeSettings
 
@@ -45,6 +47,8 @@ class SearchService:
         self.decode_pool: ThreadPoolExecutor | None = None
         self.warmed_up = threading.Event()
         self._reload_lock = threading.Lock()
+        self.store_dir: Path | None = None
+        self.metadata: Any = None  # StoreMetadata of store_dir, once use_store() is called
         self.metrics = ServeMetrics(queue_depth=lambda: self.batcher.depth() if self.batcher else 0,
                                     index_facts=lambda: (index_version(self.index), len(self.index)))
 
@@ -110,6 +114,23 @@ class SearchService:
         """Wait for the batch these pixels (N, 3, S, S) run in."""
         return await asyncio.wrap_future(self.batcher.submit(pixels, modality, k))
 
+    def use_store(self, store_dir: str | Path) -> None:
+        """Serve the metadata of the store at `store_dir` with hits that ask for it (read again on reload)."""
+        self.store_dir = Path(store_dir)
+        self.metadata = self._load_metadata()
+        logger.info("metadata of %d rows from %s: %.1f MiB", self.metadata.count, store_dir, self.metadata.nbytes / 2**20)
+
+    def check_metadata(self) -> None:
+        """RequestError(400) unless a store's metadata is served."""
+        if self.metadata is None:
+            raise RequestError(400, "hit metadata was asked for, but this server was started without --store "
+                                    "(the embedding store the index was built from)")
+
+    def hit_records(self, ids: np.ndarray) -> list[dict[str, str | None] | None]:
+        """The stored record of each id in `ids` (any shape, flattened; None: no result / not in the store)."""
+        self.check_metadata()
+        return self.metadata.lookup(ids.ravel().tolist())
+
     def reload(self) -> dict[str, Any]:
         """Load the index directory again and serve it from the next batch; what changed.
         ReloadError (old version kept) if there is no directory or it does not load or fit."""
@@ -130,16 +151,23 @@ class SearchService:
                         time.sleep(0.2)
                 index.check_compatible(self.encoder.manifest)
                 _check_fits(self.encoder, index)
+                metadata = self._load_metadata()
             except SpLIPError as e:
                 self.metrics.observe_reload(ok=False)
                 raise ReloadError(f"reload of {self.index_dir} failed ({e}); still serving version "
                                   f"{index_version(old)}") from e
             self.batcher.swap_index(index)
+            self.metadata = metadata
             self.metrics.observe_reload(ok=True)
         change = {"version": index.version, "previous_version": index_version(old), "size": len(index),
                   "previous_size": len(old), "kind": index.kind}
         logger.info("index reloaded: %s", change)
         return change
+
+    def _load_metadata(self) -> Any:
+        from splip_engine.index.metadata import StoreMetadata
+
+        return StoreMetadata.load(self.store_dir) if self.store_dir is not None else None
 
     def describe(self) -> dict[str, Any]:
         """Engine and index facts for /healthz."""

@@ -18,6 +18,7 @@ class ServeSettings:
 
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int | None = None  # the Open Inference Protocol over gRPC on host:grpc_port (None: off)
     max_batch: int = 32
     max_wait_ms: float = 5.0
     queue_size: int = 256
@@ -31,8 +32,12 @@ class ServeSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ServeSettings.{name}={value!r}: must be an int >= 1")
-        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 <= self.port <= 65535:
-            raise ValueError(f"ServeSettings.port={self.port!r}: must be an int in 0..65535 (0 = any free port)")
+        for name in ("port", "grpc_port"):
+            value = getattr(self, name)
+            if name == "grpc_port" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+                raise ValueError(f"ServeSettings.{name}={value!r}: must be an int in 0..65535 (0 = any free port)")
         from splip_engine.index.gallery import MAX_K
 
         if self.max_k > MAX_K:

@@ -8,7 +8,9 @@ image (BYTES [N], encoded image files) or pixels (FP32 [N, 3, S, S], preprocesse
 parameters hold `binary_data_size` takes its bytes from what follows, in input order (BYTES
 elements as a 4-byte little-endian length + the bytes; FP32 as little-endian float32, row-major).
 Response: `{"model_name", "model_version", "id"?, "parameters", "outputs": [embeddings FP32 [N, D],
-ids BYTES [N, k], scores FP32 [N, k]]}`, each output in binary after the JSON (with
+ids BYTES [N, k], scores FP32 [N, k], and with parameter `metadata: true` (or when asked for by name)
+metadata BYTES [N, k]: each hit's stored record as JSON text {"id", "path", "key", "caption",
+"json"}, "" for no result]}`, each output in binary after the JSON (with
 `binary_data_size`) when asked for. A slot with no result (k above what the index found) has
 id "" and score -inf (null in JSON, which has no infinity).
 """
@@ -27,7 +29,7 @@ from splip_engine.serve.errors import RequestError
 
 MODEL_NAME = "splip"
 INPUTS = ("image", "pixels")
-OUTPUTS = ("embeddings", "ids", "scores")
+OUTPUTS = ("embeddings", "ids", "scores", "metadata")  # metadata: only when asked for
 DEFAULT_K = 10
 _LENGTH = struct.Struct("<I")  # BYTES element length prefix
 
@@ -47,6 +49,10 @@ class InferRequest:
     def count(self) -> int:
         return len(self.images) if self.images is not None else len(self.pixels)
 
+    @property
+    def wants_metadata(self) -> bool:
+        return "metadata" in self.outputs
+
 
 def model_metadata(image_size: int, embedding_dim: int, version: int, parameters: dict[str, Any]) -> dict[str, Any]:
     """GET /v2/models/splip: the model's versions and tensors (-1 = any size)."""
@@ -56,7 +62,7 @@ def model_metadata(image_size: int, embedding_dim: int, version: int, parameters
     return {"name": MODEL_NAME, "versions": [str(version)], "platform": "splip_engine",
             "inputs": [tensor("image", "BYTES", [-1]), tensor("pixels", "FP32", [-1, 3, image_size, image_size])],
             "outputs": [tensor("embeddings", "FP32", [-1, embedding_dim]), tensor("ids", "BYTES", [-1, -1]),
-                        tensor("scores", "FP32", [-1, -1])],
+                        tensor("scores", "FP32", [-1, -1]), tensor("metadata", "BYTES", [-1, -1])],
             "parameters": parameters}
 
 
@@ -71,7 +77,18 @@ def parse_infer_request(body: bytes, header_length: str | None, image_size: int,
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise _bad('the request must be a JSON object with an "inputs" list')
     parameters = _object(request.get("parameters", {}), "request parameters")
-    tensors = _inputs(request["inputs"], binary)
+    request_id = request.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise _bad(f'"id" must be a string, got {request_id!r}')
+    return check_infer_request(request_id, parameters, _inputs(request["inputs"], binary), request.get("outputs"),
+                               image_size, max_batch, max_k)
+
+
+def check_infer_request(request_id: str | None, parameters: dict[str, Any],
+                        tensors: dict[str, tuple[str, list[int], Any]], outputs: Any, image_size: int,
+                        max_batch: int, max_k: int) -> InferRequest:
+    """The checks every transport shares: `tensors` is name -> (datatype, shape, data: the raw
+    bytes, or a list of elements), `outputs` the requested [{"name", "parameters"?}] or None."""
     if len(tensors) != 1:
         given = sorted(tensors) or "none"
         raise _bad(f"send exactly one input, 'image' (BYTES [N]) or 'pixels' (FP32 [N, 3, {image_size}, "
@@ -79,24 +96,29 @@ def parse_infer_request(body: bytes, header_length: str | None, image_size: int,
     (name, (datatype, shape, data)), = tensors.items()
     images = _images(datatype, shape, data, max_batch) if name == "image" else None
     pixels = _pixels(datatype, shape, data, image_size, max_batch) if name == "pixels" else None
-    request_id = request.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise _bad(f'"id" must be a string, got {request_id!r}')
     return InferRequest(request_id, images, pixels, _k(parameters.get("k"), max_k),
-                        _modality(parameters.get("modality")), _outputs(request.get("outputs"), parameters))
+                        _modality(parameters.get("modality")), _outputs(outputs, parameters))
+
+
+def output_tensors(embeddings: np.ndarray, ids: np.ndarray, scores: np.ndarray,
+                   metadata: np.ndarray | None) -> dict[str, tuple[str, np.ndarray]]:
+    """Output name -> (datatype, array) of an answer; metadata (N, k) object of JSON text or None."""
+    return {"embeddings": ("FP32", embeddings), "ids": ("BYTES", ids), "scores": ("FP32", scores),
+            "metadata": ("BYTES", metadata)}
 
 
 def encode_infer_response(request: InferRequest, version: int, embeddings: np.ndarray, ids: np.ndarray,
-                          scores: np.ndarray) -> tuple[bytes, int | None]:
+                          scores: np.ndarray, metadata: np.ndarray | None = None) -> tuple[bytes, int | None]:
     """(body, JSON header length or None when the body is all JSON) of an infer response;
-    embeddings (N, D) float32, ids (N, k) object (None = no result), scores (N, k) float32."""
-    tensors = {"embeddings": ("FP32", embeddings), "ids": ("BYTES", ids), "scores": ("FP32", scores)}
+    embeddings (N, D) float32, ids (N, k) object (None = no result), scores (N, k) float32,
+    metadata (N, k) object (each hit's record as JSON text) when the request asked for it."""
+    tensors = output_tensors(embeddings, ids, scores, metadata)
     outputs, blobs = [], []
     for name, binary in request.outputs.items():
         datatype, array = tensors[name]
         output: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
-            blob = _bytes_blob(array) if datatype == "BYTES" else np.ascontiguousarray(array, "<f4").tobytes()
+            blob = tensor_bytes(datatype, array)
             output["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
@@ -138,15 +160,7 @@ def _inputs(inputs: list[Any], binary: memoryview) -> dict[str, tuple[str, list[
     for tensor in inputs:
         tensor = _object(tensor, "each input")
         name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
-        if name not in INPUTS:
-            raise _bad(f"unknown input {name!r}; the model takes 'image' (BYTES) or 'pixels' (FP32)")
-        if name in out:
-            raise _bad(f"input {name!r} is given twice")
-        if not isinstance(datatype, str):
-            raise _bad(f"input {name!r} needs a \"datatype\" string")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                                  for d in shape):
-            raise _bad(f"input {name!r} has shape {shape!r}; a shape is a list of non-negative integers")
+        check_input(name, datatype, shape, out)
         size = _object(tensor.get("parameters", {}), f"input {name!r} parameters").get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
@@ -161,6 +175,19 @@ def _inputs(inputs: list[Any], binary: memoryview) -> dict[str, tuple[str, list[
     if offset != len(binary):
         raise _bad(f"{len(binary) - offset} bytes after the JSON header belong to no input's binary_data_size")
     return out
+
+
+def check_input(name: Any, datatype: Any, shape: Any, seen: dict[str, Any]) -> None:
+    """RequestError(400) unless `name` is a model input not in `seen`, with a datatype and a shape."""
+    if name not in INPUTS:
+        raise _bad(f"unknown input {name!r}; the model takes 'image' (BYTES) or 'pixels' (FP32)")
+    if name in seen:
+        raise _bad(f"input {name!r} is given twice")
+    if not isinstance(datatype, str) or not datatype:
+        raise _bad(f"input {name!r} needs a \"datatype\" string")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):
+        raise _bad(f"input {name!r} has shape {shape!r}; a shape is a list of non-negative integers")
 
 
 def _count(name: str, shape: list[int], max_batch: int) -> int:
@@ -257,8 +284,10 @@ def _modality(value: Any) -> str:
 
 def _outputs(requested: Any, parameters: dict[str, Any]) -> dict[str, bool]:
     """Output name -> binary, in response order: those asked for, else all (binary per binary_data_output)."""
+    binary_default = bool(parameters.get("binary_data_output", False))
     if requested is None:
-        return dict.fromkeys(OUTPUTS, bool(parameters.get("binary_data_output", False)))
+        names = OUTPUTS if _flag(parameters.get("metadata"), "metadata") else OUTPUTS[:-1]
+        return dict.fromkeys(names, binary_default)
     if not isinstance(requested, list) or not requested:
         raise _bad('"outputs" must be a non-empty list of {"name": ...}')
     out = {}
@@ -268,12 +297,26 @@ def _outputs(requested: Any, parameters: dict[str, Any]) -> dict[str, bool]:
         if name not in OUTPUTS:
             raise _bad(f"unknown output {name!r}; the model gives {list(OUTPUTS)}")
         binary = _object(output.get("parameters", {}), f"output {name!r} parameters").get("binary_data")
-        out[name] = bool(parameters.get("binary_data_output", False) if binary is None else binary)
+        out[name] = bool(binary_default if binary is None else binary)
+    if _flag(parameters.get("metadata"), "metadata"):
+        out.setdefault("metadata", binary_default)
     return out
 
 
-def _bytes_blob(array: np.ndarray) -> bytes:
-    """BYTES tensor in the binary extension's layout: each element as <u32 length> + UTF-8 bytes."""
+def _flag(value: Any, name: str) -> bool:
+    """A boolean parameter: true / false (or the strings "true" / "false"), absent = false."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise _bad(f"parameter {name}={value!r} must be true or false")
+
+
+def tensor_bytes(datatype: str, array: np.ndarray) -> bytes:
+    """An output tensor's raw bytes: FP32 little-endian row-major; BYTES each element as <u32
+    length> + UTF-8 bytes (the binary extension's and gRPC raw_output_contents' layout)."""
+    if datatype != "BYTES":
+        return np.ascontiguousarray(array, "<f4").tobytes()
     parts = []
     for value in array.ravel():
         encoded = b"" if value is None else str(value).encode("utf-8")

@@ -131,7 +131,8 @@ def test_metrics_is_prometheus_text_with_the_service_counters(server, gallery_in
             samples[match.group(1) + (match.group(2) or "")] = float(match.group(4))
     assert types == {"splip_http_requests_total": "counter", "splip_search_latency_seconds": "histogram",
                      "splip_search_latency_recent_seconds": "summary", "splip_infer_latency_seconds": "histogram",
-                     "splip_infer_latency_recent_seconds": "summary", "splip_batch_size": "histogram",
+                     "splip_infer_latency_recent_seconds": "summary", "splip_grpc_infer_latency_seconds": "histogram",
+                     "splip_grpc_infer_latency_recent_seconds": "summary", "splip_batch_size": "histogram",
                      "splip_queue_depth": "gauge", "splip_overloaded_total": "counter", "splip_index_version": "gauge",
                      "splip_index_size": "gauge", "splip_index_reloads_total": "counter"}
     assert samples["splip_index_version"] == 1 and samples["splip_index_size"] == len(gallery_index)

@@ -63,7 +63,8 @@ def test_health_and_metadata_through_tritonclient(client, tiny_encoder):
                               {"name": "pixels", "datatype": "FP32", "shape": [-1, 3, size, size]}]
     assert meta["outputs"] == [{"name": "embeddings", "datatype": "FP32", "shape": [-1, dim]},
                                {"name": "ids", "datatype": "BYTES", "shape": [-1, -1]},
-                               {"name": "scores", "datatype": "FP32", "shape": [-1, -1]}]
+                               {"name": "scores", "datatype": "FP32", "shape": [-1, -1]},
+                               {"name": "metadata", "datatype": "BYTES", "shape": [-1, -1]}]
     assert client.get_server_metadata()["extensions"] == ["binary_tensor_data"]
     with pytest.raises(InferenceServerException, match="model 'other' is not served here"):
         client.get_model_metadata("other")
