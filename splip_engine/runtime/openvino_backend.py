@@ -25,11 +25,14 @@ from splip_engine.runtime.cpu_features import CpuFeatures, read_cpu_features
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("f32", "bf16", "int8")
-GATE_PRECISION = {"f32": "fp32", "bf16": "bf16", "int8": "int8"}
-"""OpenVINO precision -> the export.parity bounds its load gate uses."""
 F32_BOUNDS = {"max_abs_diff": 1e-3, "min_cosine": 0.9999}
 """OpenVINO f32 vs PyTorch: same math, other kernels and fusions (its GELU / LayerNorm / MHA
 kernels reorder float32 sums); measured 1e-5..2e-4 max |diff| on tiny and ViT-B/32."""
+INT8_LOAD_BOUNDS = {"min_cosine": 0.8}
+"""The int8 IR's load gate on the synthetic probe: calibrated ranges clip these out-of-distribution
+blobs (demo engine: min cosine 0.911, top-10 0.76; ViT-B/32: top-10 0.86, for IRs that passed
+0.975 on held-out real images at export), so this gate only catches a broken compile; the export's
+gate on held-out calibration images (manifest "calibration") is the accuracy gate."""
 
 
 def openvino_graphs(manifest: dict[str, Any]) -> dict[str, str]:
@@ -103,7 +106,7 @@ class OpenVinoEncoder(Encoder):
         if not (engine_dir / "checkpoint").is_dir():
             raise SpLIPError(f"{engine_dir} has no checkpoint/ for the OpenVINO parity gate; re-export the engine")
         model = load_checkpoint(engine_dir / "checkpoint").eval()
-        bounds = F32_BOUNDS if self.precision == "f32" else parity.resolve_thresholds(GATE_PRECISION[self.precision])
+        bounds = {"f32": F32_BOUNDS, "int8": INT8_LOAD_BOUNDS}.get(self.precision) or parity.resolve_thresholds("bf16")
         probe = parity.probe_images(self.image_size)
         for modality in MODALITIES:
             reference = parity.embed_batched(parity.torch_embedder(model, modality), probe)
