@@ -40,3 +40,26 @@ def import_onnxruntime() -> ModuleType:
 def import_faiss() -> ModuleType:
     """faiss (the gallery index)."""
     return import_optional("faiss", "pip install faiss-cpu (or faiss-gpu)")
+
+
+def import_openvino() -> ModuleType:
+    """openvino (the OpenVINO CPU backend and the NNCF int8 export)."""
+    return import_optional("openvino", "pip install 'splip-engine[cpu]'")
+
+
+def import_nncf() -> ModuleType:
+    """nncf (static int8 quantization for OpenVINO, `export --int8 --calibration`)."""
+    return import_optional("nncf", "pip install 'splip-engine[cpu]'")
+
+
+def is_installed(module: str) -> bool:
+    """Whether `module` can be imported here (without importing it); False when blocked in sys.modules."""
+    import importlib.util
+    import sys
+
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

@@ -42,6 +42,21 @@ def pytest_runtest_makereport(item, call):
                            "tests must write only under tmp dirs (monkeypatch.chdir(tmp_path) before training)")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cpu_auto_cache(tmp_path_factory):
+    """`backend="auto"` on CPU caches its timed choice in the user cache dir: keep the tests' choices
+    under a tmp dir instead (runtime/cpu_auto.py)."""
+    import os
+
+    previous = os.environ.get("SPLIP_ENGINE_CACHE")
+    os.environ["SPLIP_ENGINE_CACHE"] = str(tmp_path_factory.mktemp("splip-engine-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("SPLIP_ENGINE_CACHE", None)
+    else:
+        os.environ["SPLIP_ENGINE_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def tiny_cfg() -> SpLIPConfig:
     return SpLIPConfig(clip_model="tiny", pretrained="")

@@ -15,9 +15,11 @@ device_option = click.option(
 )
 backend_option = click.option(
     "--backend", default="auto", show_default=True,
-    type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt"]),
+    type=click.Choice(["auto", "torch", "onnxruntime", "openvino", "tensorrt"]),
     help="Inference backend; auto picks, on cuda, TensorRT > ONNX Runtime CUDA > torch (fp16 engines in fp16, "
-         "CUDA graphs), on cpu, ONNX Runtime > torch. `--backend torch --device cuda` is the torch CUDA engine.",
+         "CUDA graphs), on cpu, the fastest engine that passes its gate on this CPU (ONNX Runtime / OpenVINO, "
+         "f32 / bf16 / int8; timed once and cached, SPLIP_CPU_ENGINE=openvino:f32 overrides), torch without ONNX. "
+         "openvino: CPU only, bf16 where the CPU has it. `--backend torch --device cuda` is the torch CUDA engine.",
 )
 batch_size_option = click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
                                   help="Images per batch.")
