@@ -2,6 +2,7 @@
 
 - graph: trace one tower to ONNX (V_tg baked, attention fused into one node per layer)
 - precision: fp16 / int8 lowering of an fp32 graph
+- calibration: static int8 calibrated on the user's images (ONNX Runtime QDQ, NNCF OpenVINO IR)
 - parity: probe batch, the PyTorch reference and the parity gate with its thresholds
 - tensorrt: ONNX -> TensorRT plans, timing cache, MHA inspection, plan runner
 - triton: the engines as a Triton Inference Server model repository

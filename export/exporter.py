@@ -21,7 +21,7 @@ from splip_engine.config import MODALITIES
 from splip_engine.errors import SpLIPError
 from splip_engine.io_utils import write_bytes_atomic, write_with_atomic
 from splip_engine.model import SpLIP
-from splip_engine.optional import import_onnxruntime
+from splip_engine.optional import import_onnxruntime, is_installed
 
 from . import parity
 from .graph import (
@@ -35,6 +35,15 @@ from .graph import (
     export_tower,
 )
 from .manifest import MANIFEST_FILE, MANIFEST_FORMAT_VERSION, describe_file, write_manifest
+from .calibration import (
+    CalibrationSet,
+    calibration_sources,
+    openvino_embedder,
+    openvino_ir,
+    quantize_onnx_static,
+    quantize_openvino,
+    read_calibration,
+)
 from .precision import convert_precision
 from .validate import onnx_problem
 
@@ -56,6 +65,9 @@ class ExportReport:
     fused_attention: dict[str, dict] = field(default_factory=dict)
     onnx_check: dict[str, str] = field(default_factory=dict)
     tensorrt: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    openvino: dict[str, dict] = field(default_factory=dict)
+    openvino_ir: dict[str, tuple[bytes, bytes]] = field(default_factory=dict, repr=False)
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -82,6 +94,11 @@ class ExportReport:
         for name, report in self.parity.items():
             where = f" (onnxruntime on {report['device']})" if "device" in report else ""
             out.append(f"{name} {self.precision} parity vs PyTorch fp32{where}: {_metrics_line(report)}")
+        for name, report in self.openvino.items():
+            out.append(f"{name} OpenVINO int8 (NNCF) parity vs PyTorch fp32: {_metrics_line(report)}")
+        if self.calibration:
+            out += [f"{m} calibration: {c['images']} images from {c['source']}, {c['held_out']} held out for the "
+                    f"gate, {c['skipped']} skipped" for m, c in self.calibration.items()]
         if self.tensorrt:
             for plan, report in self.tensorrt.get("parity", {}).items():
                 out.append(f"{plan} TensorRT {self.precision} parity vs PyTorch fp32: {_metrics_line(report)}")
@@ -131,13 +148,15 @@ def export_engines(model_or_checkpoint: SpLIP | str | Path, out_dir: str | Path 
                    int8: bool = False, formats: str | Sequence[str] = ("onnx",), opset: int = 23,
                    max_batch: int = DEFAULT_MAX_BATCH, allow_unfused: bool = False,
                    thresholds: dict[str, float] | None = None, triton_repo: str | Path | None = None,
-                   tensorrt_typing: str = "auto") -> ExportReport:
+                   tensorrt_typing: str = "auto", calibration: str | Path | dict[str, str] | None = None,
+                   calibration_count: int = 128) -> ExportReport:
     """Export the sketch and photo encoders of a SpLIP model (or checkpoint dir) to `out_dir`.
 
     `tensorrt_typing`: "auto" (strong on TensorRT 11 and >= 10.12, weak before), "strong" or
     "weak" (10.x only); see export/tensorrt.py.
     `thresholds` overrides parity bounds of the exported precision (metric -> bound, see
-    parity.DEFAULT_THRESHOLDS). Nothing is written unless every check passes; the returned
+    parity.DEFAULT_THRESHOLDS). `calibration` (with int8): static int8 calibrated on the user's
+    images (export/calibration.py), gated on held-out ones. Nothing is written unless every check passes; the returned
     report says what was checked and written. Formats with TensorRT need TensorRT and a GPU:
     without them `all` writes the ONNX engines and notes it, `tensorrt` writes them and fails.
     """
@@ -154,17 +173,25 @@ def export_engines(model_or_checkpoint: SpLIP | str | Path, out_dir: str | Path 
         raise SpLIPError("--int8 engines are for ONNX Runtime on CPU; TensorRT plans are fp32/fp16: use --format onnx")
     if tensorrt_typing not in TYPINGS:
         raise SpLIPError(f"tensorrt_typing={tensorrt_typing!r}: choose one of {TYPINGS}")
-    bounds = parity.resolve_thresholds(precision, thresholds)
+    if calibration is not None and precision != "int8":
+        raise SpLIPError("--calibration calibrates int8 engines: pass it with --int8")
+    bounds = parity.resolve_thresholds("int8_static" if calibration is not None else precision, thresholds)
     import_onnxruntime()
     model = _resolve_model(model_or_checkpoint)
     report = ExportReport(out_dir=out_dir, precision=precision)
+    calibrated = _read_calibration(model, calibration, calibration_count, report)
 
     trt_reason = tensorrt_unavailable() if "tensorrt" in wanted else None
     probe = parity.probe_images(model.image_size)
     references = {m: parity.embed_batched(parity.torch_embedder(model, m), probe) for m in MODALITIES}
     device = parity.serving_device()
-    graphs = {m: export_checked_tower(model, m, opset, precision, bounds, probe, references[m], allow_unfused, report,
-                                      device) for m in MODALITIES}
+    if calibrated:  # the gate runs on held-out calibration images instead of the synthetic probe
+        references = {m: parity.embed_batched(parity.torch_embedder(model, m), calibrated.held_out[m])
+                      for m in MODALITIES}
+    graphs = {m: export_checked_tower(model, m, opset, precision, bounds,
+                                      calibrated.held_out[m] if calibrated else probe, references[m], allow_unfused,
+                                      report, device, calibrated.pixels[m] if calibrated else None)
+              for m in MODALITIES}
     plans, timing_cache = {}, b""
     if "tensorrt" in wanted and not trt_reason:
         plans, timing_cache = _build_checked_plans(model, opset, precision, bounds, probe, references, max_batch,
@@ -186,11 +213,13 @@ def export_engines(model_or_checkpoint: SpLIP | str | Path, out_dir: str | Path 
 
 def export_checked_tower(model: SpLIP, modality: str, opset: int, precision: str, bounds: dict[str, float],
                          probe: np.ndarray, reference: np.ndarray, allow_unfused: bool, report: ExportReport,
-                         device: str = "cpu"):
+                         device: str = "cpu", calibration: np.ndarray | None = None):
     """Trace one tower, count its fused attention, lower its precision, check it is valid ONNX
     and gate it against the PyTorch `reference` embeddings (n, D) of `probe`: the fp32 graph on
     CPU first, then the engine on ONNX Runtime on `device` (where it will be served; int8
-    engines always on CPU); results go into `report`. Returns the engine's onnx.ModelProto."""
+    engines always on CPU); results go into `report`. With `calibration` pixels the int8 engine is
+    static (ONNX Runtime QDQ), and an NNCF OpenVINO int8 IR is built and gated beside it.
+    Returns the engine's onnx.ModelProto."""
     graph = export_tower(model, modality, opset=opset, attention="contrib")
     count, op_type = count_fused_attention(graph)
     expected = expected_attention_count(model)
@@ -201,7 +230,9 @@ def export_checked_tower(model: SpLIP, modality: str, opset: int, precision: str
         report.errors.append(f"{modality} tower: {count} fused attention nodes, expected {expected} (one per "
                              "transformer layer); pass --allow-unfused to export it anyway")
     fp32_check = _gate(graph, "cpu", probe, reference, parity.resolve_thresholds("fp32"))
-    engine = convert_precision(graph, precision)
+    engine = convert_precision(graph, precision) if calibration is None else quantize_onnx_static(graph, calibration)
+    if calibration is not None and _has_openvino():
+        _openvino_int8(graph, modality, calibration, probe, reference, bounds, report)
     problem = onnx_problem(engine)
     report.onnx_check[modality] = problem or "valid"
     if problem:
@@ -218,6 +249,42 @@ def export_checked_tower(model: SpLIP, modality: str, opset: int, precision: str
         report.errors.append(f"{modality} tower failed the {precision} parity gate: {', '.join(result['failed'])}")
     logger.info("%s tower: %d/%d fused, parity %s", modality, count, expected, result)
     return engine
+
+
+def _has_openvino() -> bool:
+    return is_installed("openvino") and is_installed("nncf")
+
+
+def _read_calibration(model: SpLIP, calibration, count: int, report: ExportReport) -> CalibrationSet | None:
+    """The calibration images (None without `calibration`), recorded in `report`."""
+    if calibration is None:
+        return None
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    from splip_engine.data.transforms import PreprocessSpec
+
+    spec = PreprocessSpec(image_size=model.image_size, mean=tuple(OPENAI_DATASET_MEAN), std=tuple(OPENAI_DATASET_STD))
+    calibrated = read_calibration(calibration_sources(calibration), spec, count)
+    report.calibration = calibrated.describe()
+    if not _has_openvino():
+        report.notes.append("openvino / nncf not installed: no OpenVINO int8 graphs (pip install 'splip-engine[cpu]')")
+    return calibrated
+
+
+def _openvino_int8(graph, modality: str, calibration: np.ndarray, held_out: np.ndarray, reference: np.ndarray,
+                   bounds: dict[str, float], report: ExportReport) -> None:
+    """NNCF int8 of the fp32 `graph`, gated on the held-out images as OpenVINO will run it here
+    (what is not quantized in bf16 where the CPU has it); its IR bytes go into `report`."""
+    from splip_engine.runtime.cpu_features import read_cpu_features
+
+    quantized = quantize_openvino(graph, calibration)
+    embed = openvino_embedder(quantized, "bf16" if read_cpu_features().bf16 else "f32")
+    result = parity.compare(reference, parity.embed_batched(embed, held_out), bounds)
+    report.openvino[f"{modality}.openvino.xml"] = result
+    report.openvino_ir[modality] = openvino_ir(quantized)
+    if not result["passed"]:
+        report.errors.append(f"{modality} tower: the OpenVINO int8 (NNCF) engine failed the int8 calibration gate: "
+                             f"{', '.join(result['failed'])}")
 
 
 def _gate(graph, device: str, probe: np.ndarray, reference: np.ndarray, bounds: dict[str, float]) -> dict:
@@ -290,6 +357,11 @@ def _write_engine_dir(model: SpLIP, out_dir: Path, graphs: dict, plans: dict[str
         cache_file = report.tensorrt["timing_cache"]["file"]
         write_bytes_atomic(out_dir / cache_file, timing_cache)
         files[cache_file] = describe_file(out_dir, cache_file, "tensorrt-timing-cache")
+    for modality, (xml, weights) in report.openvino_ir.items():
+        for name, data, kind in ((f"{modality}.openvino.bin", weights, "openvino-weights"),
+                                 (f"{modality}.openvino.xml", xml, "openvino-ir")):
+            write_bytes_atomic(out_dir / name, data)
+            files[name] = describe_file(out_dir, name, kind, modality)
     save_checkpoint(model, out_dir / CHECKPOINT_DIR)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         relative = f"{CHECKPOINT_DIR}/{name}"
@@ -336,4 +408,6 @@ def _manifest(model: SpLIP, precision: str, opset: int, overrides: dict[str, flo
     }
     if report.tensorrt:
         manifest["tensorrt"] = report.tensorrt
+    if report.calibration:
+        manifest["calibration"] = {"towers": report.calibration, "openvino_parity": report.openvino}
     return manifest

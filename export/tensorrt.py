@@ -210,10 +210,13 @@ def build_plan(onnx_bytes: bytes, image_size: int, profile: PlanProfile, fp16: b
                                (profile.max_batch, *shape))
         config.add_optimization_profile(optimization)
     with _step(version, "loading the timing cache"):
+        # None: TensorRT could not read the bytes at all (a cache of another version's format)
         cache = config.create_timing_cache(timing_cache)
-        if not config.set_timing_cache(cache, False):  # ignore_mismatch=False: another device's cache is an error
-            raise SpLIPError(f"TensorRT {version} refused the timing cache ({_last_errors(log)}): it was written on "
-                             "another GPU or TensorRT version; delete it to rebuild from scratch")
+        # ignore_mismatch=False: another device's cache is an error
+        if cache is None or not config.set_timing_cache(cache, False):
+            why = "unreadable" if cache is None else _last_errors(log)
+            raise SpLIPError(f"TensorRT {version} refused the timing cache ({why}): "
+                             "it was written on another GPU or TensorRT version; delete it to rebuild from scratch")
     with _step(version, f"building the {profile.name} plan"):
         plan = builder.build_serialized_network(network, config)
         if plan is None:
@@ -275,8 +278,22 @@ class PlanRunner:
         self.version = trt.__version__
         self.engine = _deserialize(plan)
         with _step(self.version, "creating an execution context"):
+            self._check_io(trt)
             self.context = self.engine.create_execution_context()
             self.embedding_dim = int(self.engine.get_tensor_shape(OUTPUT_NAME)[-1])
+
+    def _check_io(self, trt: ModuleType) -> None:
+        """The plan's I/O are the tensors this runner binds, in float32 (the fp16 plans keep their
+        graph inputs / outputs float32): anything else would be read or written as the wrong type."""
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        for name in (INPUT_NAME, OUTPUT_NAME):
+            if name not in names:
+                raise SpLIPError(f"TensorRT {self.version}: the plan has no tensor {name!r} (it has {names}); "
+                                 "re-export the engine")
+            dtype = self.engine.get_tensor_dtype(name)
+            if dtype != trt.float32:
+                raise SpLIPError(f"TensorRT {self.version}: the plan's {name!r} is {dtype}, not float32; "
+                                 "re-export the engine")
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         import torch
@@ -292,11 +309,19 @@ class PlanRunner:
         out = torch.empty(len(images), self.embedding_dim, device=images.device, dtype=torch.float32)  # (n, D)
         stream = torch.cuda.current_stream(images.device)
         with _step(self.version, "running the plan"):
-            self.context.set_input_shape(INPUT_NAME, tuple(images.shape))
-            self.context.set_tensor_address(INPUT_NAME, images.data_ptr())
-            self.context.set_tensor_address(OUTPUT_NAME, out.data_ptr())
+            self.bind(images, out)
             if not self.context.execute_async_v3(stream.cuda_stream):
                 raise SpLIPError(f"TensorRT {self.version} failed while running the plan "
                                  f"(batch {len(images)}): {_last_errors(_trt_logger(import_tensorrt()))}")
         stream.synchronize()
         return out
+
+    def bind(self, images, out) -> None:
+        """Set the input shape (refused when the batch is outside the plan's profile: TensorRT
+        returns False and would otherwise run with the previous shape) and the I/O addresses."""
+        if not self.context.set_input_shape(INPUT_NAME, tuple(images.shape)):
+            low, _, high = self.engine.get_tensor_profile_shape(INPUT_NAME, 0)
+            raise SpLIPError(f"TensorRT {self.version} refused input shape {tuple(images.shape)}: the plan's "
+                             f"profile takes {tuple(low)} to {tuple(high)}")
+        self.context.set_tensor_address(INPUT_NAME, images.data_ptr())
+        self.context.set_tensor_address(OUTPUT_NAME, out.data_ptr())

@@ -3,7 +3,7 @@
 - attention: fused_attention, one-kernel softmax(q k^T / sqrt(Dh)) v (flash-attention style)
 - similarity: similarity_topk, fused inner products + running top-k over a float16 gallery
 - reference: attention_reference, similarity_topk_reference (float32 eager), their tolerances,
-  attention_inputs, poisoned_empty (checks)
+  attention_inputs (checks)
 - _launch: when a kernel may run (CUDA, or TRITON_INTERPRET=1 on CPU) and lazy jitting
 
 Kernels run on CUDA tensors, or on CPU under TRITON_INTERPRET=1 (Triton's interpreter, for
@@ -16,7 +16,6 @@ from .reference import (
     SIMILARITY_ATOL,
     attention_inputs,
     attention_reference,
-    poisoned_empty,
     similarity_topk_reference,
 )
 from .similarity import similarity_topk
@@ -28,7 +27,6 @@ __all__ = [
     "attention_inputs",
     "attention_reference",
     "fused_attention",
-    "poisoned_empty",
     "similarity_topk",
     "similarity_topk_reference",
 ]

@@ -1,10 +1,7 @@
 """Eager PyTorch references for the kernels, computed in float32, the tolerances the kernels are
-held to, their inputs as the model makes them, and `poisoned_empty`: what the tests and the GPU
-suite (benchmarks/gpu_suite.py) check the Triton outputs with, one definition for both."""
+held to, and their inputs as the model makes them: what the tests and the GPU suite
+(benchmarks/gpu_suite.py) check the Triton outputs with, one definition for both."""
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import torch
 
@@ -42,23 +39,3 @@ def similarity_topk_reference(queries: torch.Tensor, gallery: torch.Tensor, k: i
     descending, and gallery rows (Q, k) int64."""
     scores, indices = (queries.float() @ gallery.float().T).topk(k, dim=1)
     return scores, indices
-
-
-@contextlib.contextmanager
-def poisoned_empty() -> Iterator[None]:
-    """Inside this block torch.empty returns NaN-filled float and max-filled integer tensors, so a
-    kernel that leaves part of its output unwritten fails its check instead of passing on stale
-    memory (a previous run's identical result, say)."""
-    empty = torch.empty
-
-    def poisoned(*args, **kwargs) -> torch.Tensor:
-        tensor = empty(*args, **kwargs)
-        if tensor.is_floating_point():
-            return tensor.fill_(float("nan"))
-        return tensor.fill_(torch.iinfo(tensor.dtype).max) if tensor.dtype != torch.bool else tensor
-
-    torch.empty = poisoned
-    try:
-        yield
-    finally:
-        torch.empty = empty

@@ -10,14 +10,19 @@ runtime/ (load_engine, batched embedding) -> index/ (store, FAISS) -> serve/.
 - retrieval, demo, bench: search + HTML results, the end-to-end demo, the benchmark runner
 - data/: image loading, preprocessing, datasets, splits, the mini dataset
 - errors: SpLIPError, the user-facing error family
+- optional: optional heavy dependencies, and the environment that keeps them offline
 - io_utils: atomic writes
 - cli/: the `splip-engine` command
 """
-from splip_engine._version import __version__
-from splip_engine.checkpoint import load_checkpoint, save_checkpoint
-from splip_engine.config import SpLIPConfig
-from splip_engine.errors import SpLIPError
-from splip_engine.model import SpLIP, build_model
+from splip_engine.optional import keep_offline
+
+keep_offline()  # first: before anything this process or its children run loads ONNX Runtime or Ray
+
+from splip_engine._version import __version__  # noqa: E402
+from splip_engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from splip_engine.config import SpLIPConfig  # noqa: E402
+from splip_engine.errors import SpLIPError  # noqa: E402
+from splip_engine.model import SpLIP, build_model  # noqa: E402
 
 __all__ = [
     "SpLIP",

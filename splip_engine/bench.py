@@ -47,9 +47,9 @@ class BenchConfig:
         """The CUDA encoder table: eager torch fp32 and the torch engine's CUDA variants (plus ONNX
         Runtime CUDA where onnxruntime-gpu is installed), host arrays in and out; search and the
         embedding job as in the CPU bench. Device-resident numbers: benchmarks/gpu_suite.py."""
-        from splip_engine.ort_session import ort_cuda_built
+        from splip_engine.ort_session import ort_cuda_unusable
 
-        engines = TORCH_CUDA_ENGINES + (("ort_cuda_fp16",) if ort_cuda_built() else ())
+        engines = TORCH_CUDA_ENGINES + (("ort_cuda_fp16",) if ort_cuda_unusable() is None else ())
         return cls(batches=(1, 64, 256), modalities=("sketch",), engines=engines, threads=8, rounds=5,
                    latency_rounds=50, search_sizes=(1_000_000,), search_kinds=("flat",))
 
@@ -62,8 +62,11 @@ class BenchConfig:
 
 def machine_info(threads: int) -> dict[str, Any]:
     """CPU model, cores, thread count and library versions of this run."""
-    import onnxruntime
     import torch
+
+    from splip_engine.optional import import_onnxruntime
+
+    onnxruntime = import_onnxruntime()
 
     cpu = platform.processor()
     if Path("/proc/cpuinfo").is_file():

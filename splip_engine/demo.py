@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shlex
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ class DemoReport:
     files: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     export: list[str] = field(default_factory=list)
+    serve_command: str = ""
+    """The command that serves the demo's index with the draw-to-search page."""
 
     def table(self) -> str:
         """The ZS / GZS / FG metrics per model as a Markdown table (in %, mean ± spread)."""
@@ -77,6 +80,23 @@ class DemoReport:
                 cells = [format_mean_spread(values[k], spread.get(k)) if k in values else "" for k in keys]
                 rows.append(f"| {model} | {mode.upper()} | " + " | ".join(cells) + " |")
         return "\n".join(rows)
+
+    def caption(self) -> str:
+        """What the table's numbers are: the seeds, what ± means, the queries and gallery of each setting."""
+        seeds = list(self.per_seed)
+        sizes = next(iter(self.metrics.values()))
+
+        def count(mode: str, key: str) -> int:
+            return round(sizes.get(mode, {}).get(key, 0))
+
+        spread = (f"mean ± sample standard deviation over {len(seeds)} SpLIP training seeds ({', '.join(seeds)})"
+                  if len(seeds) > 1 else f"one SpLIP training seed ({seeds[0]}), so no spread")
+        return (f"In %, {spread}; plain CLIP is not trained, so its spread is 0. Queries: the "
+                f"{count('zs', 'n_queries')} sketches of the unseen classes. Galleries: ZS ranks the "
+                f"{count('zs', 'n_gallery')} photos of the unseen classes; GZS ranks {count('gzs', 'n_gallery')} photos, "
+                f"those of the seen classes too; FG-ZS ranks, of the {count('fg', 'n_gallery')} unseen-class photos, "
+                f"those of the sketch's class for its paired photo ({count('fg', 'n_queries')} paired sketches; "
+                "Acc@1 / @5). mAP@200 equals mAP@all on a gallery of 200 photos or fewer.")
 
 
 @contextmanager
@@ -112,7 +132,8 @@ def _run_demo(cfg: DemoConfig, progress: bool) -> DemoReport:
     from splip_engine.model import build_model
     from splip_engine.pretrain import pretrain_clip
     from splip_engine.protocol import evaluate_protocol
-    from splip_engine.retrieval import search_images, write_results_html
+    from splip_engine.retrieval import search_images
+    from splip_engine.serve.results_page import write_results_html
     from splip_engine.runtime import load_engine
     from splip_engine.runtime.embed_job import run_embed
     from splip_engine.runtime.torch_backend import TorchEncoder, model_manifest
@@ -183,8 +204,13 @@ def _run_demo(cfg: DemoConfig, progress: bool) -> DemoReport:
         results = search_images(encoder, index, queries[:cfg.html_queries], k=cfg.top_k)
         relevant = {r["query"]: {i for i in index.ids if i.split("/")[0] == Path(r["query"]).parent.name}
                     for r in results}
+        about = [f"Gallery: all {len(index)} photos of the {cfg.classes} classes, seen and unseen (the GZS "
+                 f"setting of report.md, not its ZS one, which ranks the unseen classes' photos only).",
+                 f"Model: SpLIP trained on the {len(seen)} seen classes (training seed {cfg.seed}, "
+                 f"{encoder.backend} {encoder.manifest.get('precision')} engine) on the stand-in tiny CLIP; queries: {len(results)} sketches of the unseen classes "
+                 f"({', '.join(unseen)}), top {cfg.top_k} each."]
         write_results_html(results, out / "results.html", title="SpLIP demo: unseen-class sketches -> gallery",
-                           relevant=relevant)
+                           relevant=relevant, about=about)
         write_text_atomic(out / "search.json", json.dumps(results, indent=2))
     report.files = {"dataset": str(data.root), "pretraining corpus": str(corpus.root), "stand-in CLIP": str(clip_file),
                     "checkpoint": checkpoint, "engines": str(out / "engines"), "store": str(out / "store"),
@@ -193,5 +219,7 @@ def _run_demo(cfg: DemoConfig, progress: bool) -> DemoReport:
     write_text_atomic(out / "report.json", json.dumps(
         {"metrics": report.metrics, "spread": report.spread, "per_seed": report.per_seed, "files": report.files,
          "seconds": report.seconds, "export": report.export, "config": dataclasses.asdict(cfg)}, indent=2))
-    write_text_atomic(out / "report.md", report.table() + "\n")
+    write_text_atomic(out / "report.md", report.table() + "\n\n" + report.caption() + "\n")
+    report.serve_command = shlex.join(["splip-engine", "serve", "--engine", str(out / "engines"),
+                                       "--index", str(out / "index"), "--store", str(out / "store")])
     return report

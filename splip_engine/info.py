@@ -6,6 +6,7 @@ import platform
 from typing import Any
 
 from splip_engine._version import __version__
+from splip_engine.errors import SpLIPError
 
 
 def _version_of(module: str) -> str:
@@ -27,6 +28,8 @@ def collect_info() -> dict[str, Any]:
         "open_clip": _version_of("open_clip"),
         "onnx": _version_of("onnx"),
         "onnxruntime": _version_of("onnxruntime"),
+        "openvino": _version_of("openvino"),
+        "nncf": _version_of("nncf"),
         "tensorrt": _version_of("tensorrt"),
         "triton": _version_of("triton"),
         "faiss": _version_of("faiss"),
@@ -36,9 +39,43 @@ def collect_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
     }
     try:
-        import onnxruntime
+        from splip_engine.optional import import_onnxruntime
 
+        onnxruntime = import_onnxruntime()
         info["onnxruntime_providers"] = onnxruntime.get_available_providers()
-    except ImportError:
+    except SpLIPError:  # not installed
         info["onnxruntime_providers"] = []
+    info.update(cpu_info())
+    return info
+
+
+def cpu_info(engine_dir: str | None = None) -> dict[str, Any]:
+    """The CPU features that decide the CPU engine, and what `backend="auto"` picks on it: for
+    `engine_dir`, its decision (timed now unless cached), else the candidates of a plain export."""
+    from splip_engine.runtime.cpu_auto import cpu_variants, variant_name
+    from splip_engine.runtime.cpu_features import read_cpu_features
+
+    features = read_cpu_features()
+    info: dict[str, Any] = {
+        "cpu_model": features.model,
+        "cpu_features": features.names(),
+        "cpu_bf16": features.bf16,
+        "cpu_int8_dot_product": features.int8,
+        "openvino_capabilities": list(features.openvino),
+    }
+    if engine_dir is None:
+        candidates = [variant_name(v) for v in cpu_variants({"precision": "fp32", "files": {"sketch.onnx": {}}},
+                                                             features)]
+        info["cpu_auto"] = (f"fastest gated of {', '.join(candidates)} (timed at first load, cached per CPU); "
+                            "pass --engine DIR for its decision")
+        return info
+    from splip_engine.runtime.cpu_auto import choose_cpu_variant
+    from splip_engine.runtime.loader import load_engine
+    from splip_engine.export.manifest import read_manifest
+
+    def open_variant(backend: str, precision: str):
+        return load_engine(engine_dir, backend=backend, device="cpu", precision=precision)
+
+    _, line = choose_cpu_variant(read_manifest(engine_dir), open_variant, features)
+    info["cpu_auto"] = line
     return info

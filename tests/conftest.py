@@ -4,6 +4,8 @@ opened with ONNX Runtime on CPU (how users deploy it), a saved flat gallery inde
 the small synthetic SBIR dataset (`mini`)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,47 @@ from splip_engine import SpLIPConfig, build_model, save_checkpoint
 
 GALLERY_SIZE = 200
 """Rows of `tiny_gallery_index_dir`."""
+
+_REPO_LATEST = Path(__file__).parents[1] / "runs" / "latest"  # what `train` records and `export --fp16` reads
+
+
+def _latest_state() -> tuple[int, int] | None:
+    try:
+        stat = _REPO_LATEST.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+_latest_seen = {"state": _latest_state()}  # as the session found it; updated after each phase that changed it
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Tests write only under tmp dirs: a test phase (fixtures included) that wrote runs/latest in the
+    repository root fails, since an `export --fp16` typed there afterwards would export its checkpoint."""
+    report = (yield).get_result()
+    now = _latest_state()
+    if now != _latest_seen["state"]:
+        _latest_seen["state"] = now
+        report.outcome = "failed"
+        report.longrepr = (f"{_REPO_LATEST} was written during {call.when} of this test (or a fixture it set up): "
+                           "tests must write only under tmp dirs (monkeypatch.chdir(tmp_path) before training)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cpu_auto_cache(tmp_path_factory):
+    """`backend="auto"` on CPU caches its timed choice in the user cache dir: keep the tests' choices
+    under a tmp dir instead (runtime/cpu_auto.py)."""
+    import os
+
+    previous = os.environ.get("SPLIP_ENGINE_CACHE")
+    os.environ["SPLIP_ENGINE_CACHE"] = str(tmp_path_factory.mktemp("splip-engine-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("SPLIP_ENGINE_CACHE", None)
+    else:
+        os.environ["SPLIP_ENGINE_CACHE"] = previous
 
 
 @pytest.fixture(scope="session")

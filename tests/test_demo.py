@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from splip_engine.index import GalleryIndex
+
 
 @pytest.mark.slow
 def test_demo_command_runs_every_stage_and_writes_the_report(tmp_path):
@@ -16,6 +18,10 @@ def test_demo_command_runs_every_stage_and_writes_the_report(tmp_path):
                            "--pretrain-steps", "60", "--seeds", "2"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Zero-shot SBIR on the unseen classes" in proc.stdout
+    # it ends with the command that serves its gallery in the draw-to-search page
+    assert proc.stdout.rstrip().splitlines()[-2].split() == [
+        "splip-engine", "serve", "--engine", str(out / "engines"), "--index", str(out / "index"),
+        "--store", str(out / "store")]
     report = json.loads((out / "report.json").read_text())
     assert set(report["metrics"]) == {"CLIP, no prompts (torch)", "SpLIP untrained (torch)",
                                       "SpLIP trained (onnxruntime, fp16)"}
@@ -29,6 +35,7 @@ def test_demo_command_runs_every_stage_and_writes_the_report(tmp_path):
     assert report["spread"][trained]["zs"]["map_all"] == pytest.approx(abs(runs[0] - runs[1]) / 2 ** 0.5)
     assert report["spread"]["CLIP, no prompts (torch)"]["zs"]["map_all"] == 0  # one stand-in, no training
     assert "±" in (out / "report.md").read_text()
+    assert "over 2 SpLIP training seeds (0, 1)" in (out / "report.md").read_text()
     # the stand-in saw photos and clip-art, never a free-hand sketch
     corpus = out / "pretrain_data"
     assert sorted(p.name for p in corpus.iterdir()) == ["clipart", "photo"]
@@ -37,6 +44,7 @@ def test_demo_command_runs_every_stage_and_writes_the_report(tmp_path):
     page = (out / "results.html").read_text()
     n_queries = len(json.loads((out / "search.json").read_text()))
     assert n_queries >= 4 and page.count("<img") == n_queries * 11  # each query sketch beside its top-10
+    assert f"Gallery: all {len(GalleryIndex.load(out / 'index'))} photos" in page and "solid frame: relevant" in page
     rerun = subprocess.run([sys.executable, "-m", "splip_engine", "demo", "--out", str(out)],
                            capture_output=True, text=True, timeout=120)
     assert rerun.returncode != 0 and "is not empty" in rerun.stderr and "Traceback" not in rerun.stderr

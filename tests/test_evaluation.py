@@ -135,6 +135,14 @@ def test_ties_are_broken_by_gallery_order():
     same = _unit_2d([0.6, 0.6])
     assert retrieval_metrics(_unit_2d([1.0]), [1], same, [0, 1], ks=(1,))["map_all"] == pytest.approx(1 / 2)
     assert retrieval_metrics(_unit_2d([1.0]), [1], same, [1, 0], ks=(1,))["map_all"] == pytest.approx(1.0)
+    # Thousands of ties: an unstable sort (torch's default on CPU) scatters them; only a stable one
+    # ranks the relevant photos at rows 5, 100 and 4000 as 6th, 101st and 4001st.
+    n, relevant = 4096, [5, 100, 4000]
+    labels = np.zeros(n, dtype=int)
+    labels[relevant] = 1
+    expected_ap = np.mean([(i + 1) / (row + 1) for i, row in enumerate(relevant)])
+    many = retrieval_metrics(_unit_2d([1.0, 1.0]), [1, 1], _unit_2d(np.full(n, 0.6)), labels)
+    assert many["map_all"] == pytest.approx(expected_ap)
 
 
 def test_fg_accuracy_hand_case():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from splip_engine.cli.options import data_options, device_option, resolve_data_roots, training_options
+from splip_engine.cli.options import check_pretrained, data_options, device_option, resolve_data_roots, training_options
 
 
 def _seeds(ctx, param, value: str) -> tuple[int, ...]:
@@ -19,7 +19,7 @@ def _seeds(ctx, param, value: str) -> tuple[int, ...]:
 @click.command("ablate")
 @data_options
 @click.option("--clip-model", default="ViT-B-32", show_default=True, help="open_clip model name, or 'tiny'.")
-@click.option("--pretrained", default="openai", show_default=True,
+@click.option("--pretrained", default="openai", show_default=True, callback=check_pretrained,
               help="open_clip tag, a local weights file, or '' for random init.")
 @click.option("--out", default="runs/ablation", show_default=True, type=click.Path(),
               help="Writes OUT/ablation.md, OUT/ablation.json and one run dir per row and seed (re-run to resume).")

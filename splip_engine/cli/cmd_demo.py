@@ -18,7 +18,8 @@ def command(out, epochs, pretrain_steps, seed, seeds):
     downloaded weights: it never sees a free-hand sketch), train SpLIP prompts on the seen classes
     (several seeds), export --fp16, embed the gallery, build the index, search the unseen-class
     sketches, and report ZS / GZS / FG metrics (plain CLIP, untrained and trained SpLIP, mean ±
-    spread over the seeds) plus an HTML page.
+    spread over the seeds) plus an HTML page; it ends with the `serve` command that opens the
+    demo's gallery in the draw-to-search page.
 
     \b
     Example:
@@ -39,3 +40,5 @@ def command(out, epochs, pretrain_steps, seed, seeds):
     click.echo("\nseconds per stage: " + ", ".join(f"{k} {v}" for k, v in report.seconds.items()))
     for name, path in report.files.items():
         click.echo(f"{name:>14}: {path}")
+    click.echo(f"\nDraw a sketch and see the gallery's closest photos as you draw: run\n  {report.serve_command}\n"
+               "and open http://127.0.0.1:8000/")

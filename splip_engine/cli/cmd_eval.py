@@ -5,8 +5,8 @@ import json
 
 import click
 
-from splip_engine.cli.options import (backend_option, batch_size_option, data_options, device_option,
-                                      resolve_data_roots)
+from splip_engine.cli.options import (backend_option, batch_size_option, data_options, decode_budget_options,
+                                      device_option, resolve_data_roots)
 
 
 @click.command("eval")
@@ -27,6 +27,7 @@ from splip_engine.cli.options import (backend_option, batch_size_option, data_op
 @backend_option
 @device_option
 @batch_size_option
+@decode_budget_options
 def command(model_path, dataset, root, data_root, sketch_root, photo_root, split, modes, ks, gzs_seen_photos,
             holdout_fraction, holdout_seed, out, backend, device, batch_size):
     """Evaluate zero-shot SBIR: unseen sketches against unseen photos (zs), against seen + unseen

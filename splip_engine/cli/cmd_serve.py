@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from splip_engine.cli.options import backend_option, device_option
+from splip_engine.cli.options import backend_option, decode_budget_options, device_option
 
 
 @click.command("serve")
@@ -41,6 +41,7 @@ from splip_engine.cli.options import backend_option, device_option
               help="One JSON line per request on stderr (id, path, status, latency, batch size; never the image or token).")
 @backend_option
 @device_option
+@decode_budget_options
 def command(engine_dir, index_dir, host, port, grpc_port, store_dir, auth_token_file, no_auth, max_batch, max_wait_ms, queue_size,
             max_body_mb, max_k, decode_workers, graceful_shutdown_s, access_log, backend, device):
     """Serve top-k photo search for uploaded sketches over HTTP until SIGTERM / Ctrl-C.
@@ -53,11 +54,13 @@ def command(engine_dir, index_dir, host, port, grpc_port, store_dir, auth_token_
     --grpc-port. Concurrent
     requests are micro-batched; a full queue answers 503 with Retry-After. GET /healthz,
     GET /metrics (Prometheus). After `splip-engine index --update`, SIGHUP or POST /admin/reload
-    switches to the new index version without failing a request.
+    switches to the new index version without failing a request. Open http://HOST:PORT/ in a
+    browser to draw a sketch and see the results as you draw (GET /thumbnail?id= serves the
+    gallery photos of the index; with a token the page asks for it once).
 
     \b
     Example:
-      splip-engine serve --engine engines/ --index index/ --port 8000
+      splip-engine serve --engine engines/ --index index/ --port 8000     # then open http://127.0.0.1:8000/
       curl -F image=@sketch.png -F k=5 http://127.0.0.1:8000/search
       splip-engine serve --engine engines/ --index index/ --store store/ --grpc-port 8001
       curl -F image=@sketch.png -F metadata=true http://127.0.0.1:8000/search

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import click
 
-from splip_engine.cli.options import data_options, device_option, resolve_data_roots, training_options
+from splip_engine.cli.options import (check_pretrained, data_options, decode_budget_options, device_option,
+                                      resolve_data_roots, training_options)
 
 
 @click.command("train")
 @data_options
 @click.option("--clip-model", default="ViT-B-32", show_default=True, help="open_clip model name, or 'tiny'.")
-@click.option("--pretrained", default="openai", show_default=True,
+@click.option("--pretrained", default="openai", show_default=True, callback=check_pretrained,
               help="open_clip tag, a local weights file, or '' for random init.")
 @click.option("--vt-context", default="template", show_default=True, type=click.Choice(["template", "classes"]))
 @click.option("--out", default="runs/splip", show_default=True, type=click.Path(), help="Run directory.")
@@ -19,6 +20,7 @@ from splip_engine.cli.options import data_options, device_option, resolve_data_r
 @click.option("--seed", default=0, show_default=True, type=int)
 @device_option
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
+@decode_budget_options
 def command(dataset, root, data_root, sketch_root, photo_root, split, clip_model, pretrained, vt_context, out, epochs, batch_size,
             lr, lr_layernorm, alpha, beta, triplets_per_epoch, fine_grained, no_augment, workers, seed, device, resume):
     """Train SpLIP prompts for a frozen CLIP; writes OUT/checkpoint/ every epoch and OUT/log.jsonl.

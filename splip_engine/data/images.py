@@ -6,7 +6,9 @@ first frame -> EXIF orientation -> mode to RGB (transparency composited onto whi
 converted, 16-bit scaled to 8-bit). PIL's warnings during decoding are logged, not raised.
 Sketches in their native vector forms are sniffed from their first bytes, whatever the file is
 called: an SVG document is rasterised safely (data/svg.py), one QuickDraw drawing's JSON (an
-ndjson line or a bare `drawing` array) is rendered (data/strokes.py).
+ndjson line or a bare `drawing` array) is rendered (data/strokes.py), both in a child process
+under the decode budget of time and memory (data/sandbox.py). Raster decoding stays in process:
+its cost is bounded by the pixel limit.
 
 JPEG draft: given `draft_size`, a JPEG larger than it is decoded in the DCT domain at the
 smallest scale (1/2, 1/4 or 1/8, libjpeg's scaled IDCT) that still covers `draft_size` in both
@@ -26,7 +28,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from splip_engine.data import strokes, svg
+from splip_engine.data import sandbox, strokes, svg
 from splip_engine.errors import ImageDecodeError
 
 log = logging.getLogger(__name__)
@@ -137,18 +139,14 @@ def _decode_checked(stream: BinaryIO, name: str, limit: int, draft_size: tuple[i
 
 
 def _vector_decoder(head: bytes):
-    """The decoder for a vector sketch format these first bytes start (SVG, QuickDraw JSON), or None."""
+    """The decoder for a vector sketch format these first bytes start (SVG, QuickDraw JSON), or None;
+    it renders in a child process under the decode budget (data/sandbox.py)."""
     if svg.looks_like_svg(head):
-        return lambda stream, name: svg.render_svg(_read_at_most(stream, svg.MAX_SVG_BYTES), name)
+        return lambda stream, name: sandbox.render_vector("svg", _read_at_most(stream, svg.MAX_SVG_BYTES), name)
     if strokes.looks_like_drawing(head):
-        return _decode_drawing
+        return lambda stream, name: sandbox.render_vector(
+            "drawing", _read_at_most(stream, strokes.MAX_DRAWING_BYTES), name)
     return None
-
-
-def _decode_drawing(stream: BinaryIO, name: str) -> Image.Image:
-    """One QuickDraw drawing's JSON -> its rendered sketch."""
-    _, drawing = strokes.parse_drawing_json(_read_at_most(stream, strokes.MAX_DRAWING_BYTES), name)
-    return strokes.render_drawing(drawing)
 
 
 def _read_at_most(stream: BinaryIO, limit: int) -> bytes:

@@ -18,9 +18,9 @@ the drawing's key_id. `caption` and `json` are strings (json: the record's side 
 text) or None. Ids are looked up through a table of their 64-bit hashes, sorted once at load (8
 bytes a row) with the row of each (4 bytes a row); a lookup of k ids is k hashes, one
 `searchsorted` and one take of the id column to rule out collisions. `records` is one Arrow take
-per column. Memory at 1M rows: the strings themselves plus 4 bytes of offsets per row and column
-(paths dictionary-encoded: 4 bytes a row plus each distinct path once) plus the 12-byte id table;
-benchmarks/RESULTS.md ("Issue 22") has the measured figure.
+per column. Memory: the strings themselves plus 4 bytes of offsets per row and column (paths
+dictionary-encoded: 4 bytes a row plus each distinct path once) plus the 12-byte id table; 185 MiB
+measured at 1M rows with ~40-byte captions and ~110-byte json (benchmarks/RESULTS.md, "Issue 22").
 """
 from __future__ import annotations
 

@@ -38,6 +38,7 @@ import json
 import logging
 import re
 import shutil
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -56,7 +57,8 @@ ERRORS_FILE = "errors.jsonl"
 SHARDS_DIR = "shards"
 LOCK_FILE = ".lock"
 ENGINE_HASH_KEY = "engine_hash"  # the key of engine_info that identifies the encoder
-DEFAULT_SHARD_SIZE = 16384  # rows per shard: 16 MiB at D=512, the most work a crash can lose
+DEFAULT_SHARD_SIZE = 16384  # rows per shard: 16 MiB at D=512
+DEFAULT_COMMIT_INTERVAL_S = 30.0  # a commit at least this often while rows come in: the most work a kill loses
 MODALITIES = ("sketch", "photo")
 
 _SHARD_FILE = re.compile(r"^(emb|meta)-(\d{5,})\.(npy|parquet)$")
@@ -272,19 +274,26 @@ class _Pending:
 class StoreWriter:
     """Appends embeddings to a store in atomically committed shards; reopening resumes it.
 
-    Use as a context manager (or call `close()`): leaving flushes the last partial shard.
+    A shard is committed when it holds `shard_size` rows, or earlier, with what is buffered, once
+    `commit_interval_s` seconds have passed since the last commit (so a killed job loses at most
+    that much work, however slow it runs). Use as a context manager (or call `close()`): leaving
+    flushes the last partial shard.
     """
 
     def __init__(
         self, path: str | Path, dim: int, modality: str, engine_info: Mapping[str, Any],
         shard_size: int = DEFAULT_SHARD_SIZE, retry_errors: bool = False,
+        commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
     ):
         if modality not in MODALITIES:
             raise SpLIPError(f"modality {modality!r} is not one of {MODALITIES}")
-        if dim <= 0 or shard_size <= 0:
-            raise SpLIPError(f"dim ({dim}) and shard_size ({shard_size}) must be positive")
+        if dim <= 0 or shard_size <= 0 or not commit_interval_s > 0:
+            raise SpLIPError(f"dim ({dim}), shard_size ({shard_size}) and commit_interval_s ({commit_interval_s}) "
+                             "must be positive")
         self.path = Path(path)
         self.dim, self.modality, self.shard_size = int(dim), modality, int(shard_size)
+        self.commit_interval_s = float(commit_interval_s)
+        self._last_commit = time.monotonic()
         self._engine = dict(engine_info)
         self._pending = _Pending()
         self._pending_errors: list[dict[str, str]] = []
@@ -421,6 +430,7 @@ class StoreWriter:
             self._pending.append(embeddings.astype(np.float16), columns, unit)
         while self._pending.rows >= self.shard_size:
             self._commit(shard_rows=self.shard_size)
+        self._commit_if_due()
 
     def add_errors(self, errors: Iterable[Mapping[str, str] | tuple[str, str]]) -> None:
         """Record skipped inputs, each {"id", "path", "key"?, "reason"} or (path, reason) (id = path);
@@ -434,11 +444,19 @@ class StoreWriter:
                 self._error_ids.add(entry["id"])
         if len(self._pending_errors) >= self.shard_size:
             self._commit(shard_rows=0)
+        self._commit_if_due()
 
     def finish_unit(self, key: str) -> None:
         """Every record of input unit `key` was added (or recorded as an error): once they are all
         committed the unit is "done" and a resumed job does not read it again."""
         self._finished.append((key, self.count))
+        self._commit_if_due()
+
+    def _commit_if_due(self) -> None:
+        """Commit everything buffered (a short shard) when commit_interval_s has passed since the last commit."""
+        if time.monotonic() - self._last_commit >= self.commit_interval_s and (
+                self._pending.rows or self._pending_errors or self._finished):
+            self._commit(shard_rows=self._pending.rows)
 
     def _commit(self, shard_rows: int) -> None:
         """Write one shard of the first `shard_rows` buffered rows (0: none) and the pending errors,
@@ -469,6 +487,7 @@ class StoreWriter:
             raise DiskWriteError(f"{e} (store {self.path} keeps its {kept} committed rows: re-running "
                                  "`splip-engine embed` with the same --out resumes from them)", e.errno) from e
         self._info, self._pending_errors = info, []
+        self._last_commit = time.monotonic()
         self._finished = [(key, rows) for key, rows in self._finished if rows > counts["rows"]]
         if shard_rows:
             self._pending.drop(shard_rows)

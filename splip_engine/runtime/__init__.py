@@ -1,7 +1,9 @@
 """Runtime: load exported engines and embed sketches / photos in batches.
 
 - base: Encoder, the base class (input checks, preprocessing, batching, static-batch padding)
-- torch_backend / ort_backend / tensorrt_backend: one Encoder per backend
+- torch_backend / ort_backend / openvino_backend / tensorrt_backend: one Encoder per backend
+- cpu_features: the CPU model and ISA flags (AVX2 .. AMX) that decide the CPU engine
+- cpu_auto: backend="auto" on CPU, the fastest gated variant here, timed once and cached per CPU
 - loader: load_engine(path, backend, device), the auto backend choice
 - inputs: the input kinds (folder, file list, parquet of paths / image bytes, webdataset tar
   shards, QuickDraw ndjson) as records listed lazily in units a worker reads whole

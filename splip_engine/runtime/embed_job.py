@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from splip_engine.errors import SpLIPError
 from splip_engine.runtime.base import Encoder
 from splip_engine.runtime.inputs import Input, InputOptions, Unit, open_input
 
@@ -128,6 +129,9 @@ def open_job(source: str | Path, kind: str, options: InputOptions | None, writer
     """(the input, its units still to read, records to go where known, units to go where known)."""
     resolved = open_input(source, kind, options)
     count = resolved.count()
+    if count == 0:
+        raise SpLIPError(f"input {source} holds no images ({resolved.kind}): nothing to embed; check --input, or "
+                         "pass a folder of images, a .txt list, a .parquet, tar shards or .ndjson drawings")
     report.total_inputs = count
     report.already_done = writer.count + writer.error_count
     units: Iterable[Unit] = sink.units_to_read(resolved.units(writer.is_done))
@@ -142,17 +146,20 @@ def open_job(source: str | Path, kind: str, options: InputOptions | None, writer
 def run_embed(encoder: Encoder, source: str | Path, out: str | Path, modality: str = "photo",
               batch_size: int = 64, workers: int | None = None, shard_size: int | None = None,
               progress: bool = True, kind: str = "auto", options: InputOptions | None = None,
-              retry_errors: bool = False, decode: str = "auto", decoder=None) -> EmbedReport:
+              retry_errors: bool = False, decode: str = "auto", decoder=None,
+              commit_interval_s: float | None = None) -> EmbedReport:
     """Embed every image of `source` (any input kind, see runtime/inputs.py) into the store `out`.
 
     `workers` decode processes (default: one per core, 0 = in this process) read whole units.
     `decode` picks the batch decoder (runtime/gpu_decode.choose_decoder: "auto" decodes JPEGs on
     the encoder's GPU when it is on CUDA, else in the workers on the CPU); `decoder`, a
     pipeline.BatchDecoder, overrides it. Bad inputs are skipped and listed in the store's errors
-    file; a re-run after a crash reads only what is missing, so every good input ends up exactly
-    once in the store.
+    file; the store commits every `shard_size` rows and at least every `commit_interval_s` seconds
+    (defaults: store.DEFAULT_*), and on the way out, Ctrl-C (KeyboardInterrupt) included, whatever
+    is embedded; a re-run after a crash or an interrupt reads only what is missing, so every good
+    input ends up exactly once in the store.
     """
-    from splip_engine.index.store import DEFAULT_SHARD_SIZE, StoreWriter
+    from splip_engine.index.store import DEFAULT_COMMIT_INTERVAL_S, DEFAULT_SHARD_SIZE, StoreWriter
     from splip_engine.runtime.gpu_decode import choose_decoder  # hook (#13): GPU decode for GPU jobs
     from splip_engine.runtime.pipeline import DecodePool, default_workers
 
@@ -160,15 +167,17 @@ def run_embed(encoder: Encoder, source: str | Path, out: str | Path, modality: s
     report = EmbedReport(store=str(out), total_inputs=None, already_done=0)
     timings = report.timings
     with StoreWriter(out, dim=encoder.embedding_dim, modality=modality, engine_info=engine_info(encoder),
-                     shard_size=shard_size or DEFAULT_SHARD_SIZE, retry_errors=retry_errors) as writer:
+                     shard_size=shard_size or DEFAULT_SHARD_SIZE, retry_errors=retry_errors,
+                     commit_interval_s=commit_interval_s or DEFAULT_COMMIT_INTERVAL_S) as writer:
         sink = StoreSink(writer, report)
         resolved, units, todo, n_units = open_job(source, kind, options, writer, report, sink)
         timings["open"] = time.perf_counter() - start
         pool = DecodePool(default_workers() if workers is None else workers, resolved.options, modality,
                           encoder.spec, batch_size, decoder or choose_decoder(decode, encoder))
         bar = _Progress(todo, n_units, f"embed {modality}", disable=not progress)
+        batches = pool.run(units)
         try:  # closed on an error too, so the CLI's error line starts on a line of its own
-            for batch in pool.run(units):
+            for batch in batches:
                 timings["read+decode"] += batch.decode_s
                 t0 = time.perf_counter()
                 keep, duplicates = sink.select(batch.unit_key, batch.ids, batch.paths, batch.metadata["key"])
@@ -184,6 +193,7 @@ def run_embed(encoder: Encoder, source: str | Path, out: str | Path, modality: s
                 timings["write"] += time.perf_counter() - t2
                 bar.update(len(batch.ids) + len(batch.errors), batch.last)
         finally:
+            batches.close()  # now, not when the traceback is freed: on Ctrl-C the workers stop at once
             bar.close()
             timings["wait"] = pool.wait_s
     timings["wall"] = time.perf_counter() - start

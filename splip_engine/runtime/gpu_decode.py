@@ -3,18 +3,22 @@
 data/transforms.py does it on CPU; everything else goes through the CPU decoders, so bad files
 get exactly today's errors (and are listed by the job).
 
-CPU fallback, per image: not a JPEG; a JPEG that is CMYK / YCCK (4 components), not 8-bit, over
-the decompression-bomb limit, EXIF-rotated (nvJPEG does not apply EXIF orientation), without its
+CPU fallback, per image: not a JPEG; a JPEG that is not baseline / extended / progressive
+Huffman (lossless, arithmetic-coded and hierarchical frames: nvJPEG refuses them, and one refused
+image fails the whole batched call), CMYK / YCCK (4 components), not 8-bit, over the
+decompression-bomb limit, EXIF-rotated (nvJPEG does not apply EXIF orientation), without its
 end-of-image marker (truncated), or that nvJPEG refuses; a path that cannot be read.
 
 Preprocessing on the device, as data/transforms.py: photos resize the shorter side to S
 (torchvision's rounding) then centre-crop; sketches pad to a white square then resize; both
 resize bicubic with antialias (PIL's filter: a = -0.5, support scaled when downsampling), round
-to uint8 levels as PIL does, then x / 255, minus mean, over std. Measured against the CPU path
+to uint8 levels as PIL does, then x / 255, minus mean, over std. Images of one size are resized
+in one call, and the batch is normalised once (mean / std copied to the device once per batch). Measured against the CPU path
 (tests/runtime/test_gpu_decode.py, torchvision's CPU decoder running this same code): resampled
 levels differ by at most 1 (PIL works in fixed point, torch in float), so
 PIXEL_ATOL = 1.5 / 255 / min(std) in normalised units. nvJPEG's IDCT may differ from
-libjpeg-turbo's by a level or two more; the GPU suite checks the embeddings (cosine) on CUDA.
+libjpeg-turbo's: its test bounds the mean difference (< 2 levels, as torchvision's own
+CUDA-vs-CPU decode test does), and the GPU suite checks the embeddings (cosine) on CUDA.
 
 torchvision deprecates its image decoders in 0.29 in favour of TorchCodec; decode_jpeg still
 works there and is what this module calls.
@@ -41,6 +45,9 @@ from splip_engine.runtime.pipeline import BatchDecoder
 PIXEL_ATOL = 1.5 / 255 / 0.26130258
 """Largest per-pixel difference from the CPU preprocessing, normalised units (module docstring)."""
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+GPU_SOF_MARKERS = {0xC0, 0xC1, 0xC2}
+"""Frames nvJPEG decodes: baseline, extended sequential and progressive, Huffman-coded (not
+lossless 0xC3 / 0xC7 / 0xCB / 0xCF, arithmetic 0xC9-0xCF, hierarchical 0xC5-0xC7 / 0xCD-0xCF)."""
 _EXIF_ORIENTATION = 0x0112
 
 Source = str | Path | bytes
@@ -82,7 +89,7 @@ def decode_preprocess(sources: Sequence[Source], modality: str, spec: Preprocess
                     decoded[i] = decode_jpeg(tensor, mode=ImageReadMode.RGB, device=device)
                 except RuntimeError:
                     pass  # the CPU decoder gives the precise error (or decodes it)
-    rows = {i: _preprocess(image, modality, spec) for i, image in decoded.items()}
+    rows = _preprocess(decoded, modality, spec, device)
     fallback = [i for i in range(len(sources)) if i not in rows]
     errors: list[tuple[int, str]] = []
     if fallback:
@@ -108,20 +115,22 @@ def _read(source: Source) -> bytes | None:
 
 
 def _gpu_decodable(data: bytes, max_pixels: int) -> bool:
-    """A baseline/progressive 8-bit gray or YCbCr JPEG, complete, upright, within the pixel limit."""
+    """A Huffman baseline / extended / progressive 8-bit gray or YCbCr JPEG, complete, upright,
+    within the pixel limit."""
     if not data.startswith(b"\xff\xd8\xff") or not data.rstrip(b"\x00\r\n")[-2:] == b"\xff\xd9":
         return False
     header = jpeg_header(data)
     if header is None:
         return False
-    height, width, components, precision, orientation = header
-    return (components in (1, 3) and precision == 8 and 0 < width * height <= max_pixels
+    height, width, components, precision, orientation, frame = header
+    return (frame in GPU_SOF_MARKERS and components in (1, 3) and precision == 8 and 0 < width * height <= max_pixels
             and orientation in (None, 1))
 
 
-def jpeg_header(data: bytes) -> tuple[int, int, int, int, int | None] | None:
-    """(height, width, components, bits per sample, EXIF orientation or None) from a JPEG's
-    markers (read up to the first frame header), or None when they cannot be read."""
+def jpeg_header(data: bytes) -> tuple[int, int, int, int, int | None, int] | None:
+    """(height, width, components, bits per sample, EXIF orientation or None, frame marker
+    0xC0..0xCF) from a JPEG's markers (read up to the first frame header), or None when they
+    cannot be read."""
     offset, orientation = 2, None
     while offset + 4 <= len(data):
         if data[offset] != 0xFF:
@@ -138,7 +147,7 @@ def jpeg_header(data: bytes) -> tuple[int, int, int, int, int | None] | None:
             if len(segment) < 6:
                 return None
             precision, height, width, components = struct.unpack(">BHHB", segment[:6])
-            return height, width, components, precision, orientation
+            return height, width, components, precision, orientation, marker
         if marker == 0xDA:  # start of scan before any frame header
             return None
         offset += 2 + length
@@ -164,29 +173,43 @@ def _exif_orientation(tiff: bytes) -> int | None:
     return None
 
 
-def _preprocess(image: torch.Tensor, modality: str, spec: PreprocessSpec) -> torch.Tensor:
-    """(3, H, W) uint8 on the device -> (3, S, S) float32 normalised, as data/transforms.py."""
-    size = spec.image_size
+def _preprocess(images: dict[int, torch.Tensor], modality: str, spec: PreprocessSpec,
+                device: torch.device) -> dict[int, torch.Tensor]:
+    """Decoded (3, H, W) uint8 images on the device -> (3, S, S) float32 normalised rows, as
+    data/transforms.py: one resize call per input size, one normalisation for the batch."""
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for index, image in images.items():
+        by_shape.setdefault(tuple(image.shape), []).append(index)
+    order, levels = [], []
+    for indices in by_shape.values():
+        order += indices
+        levels.append(_levels(torch.stack([images[i] for i in indices]), modality, spec.image_size))
+    if not order:
+        return {}
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1).to(device)  # once per batch
+    std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1).to(device)
+    pixels = (torch.cat(levels) / 255 - mean) / std  # (n, 3, S, S)
+    return dict(zip(order, pixels))
+
+
+def _levels(images: torch.Tensor, modality: str, size: int) -> torch.Tensor:
+    """(n, 3, H, W) uint8 of one size -> (n, 3, S, S) float32 levels 0..255 (modality's mode)."""
     if PREPROCESS_MODES[modality] == "pad_square_white":
-        square = _pad_square_white(image)
-        levels = square.float() if square.shape[-1] == size else _resize(square, size, size)
-    else:
-        levels = _resize_center_crop(image, size)
-    mean = torch.tensor(spec.mean, device=image.device).view(3, 1, 1)
-    std = torch.tensor(spec.std, device=image.device).view(3, 1, 1)
-    return (levels / 255 - mean) / std
+        square = _pad_square_white(images)
+        return square.float() if square.shape[-1] == size else _resize(square, size, size)
+    return _resize_center_crop(images, size)
 
 
-def _resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(3, H, W) uint8 -> (3, height, width) float32 levels as PIL's bicubic resize: a horizontal
-    pass, then a vertical one, each rounded and clipped to uint8 levels (PIL keeps the
+def _resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(n, 3, H, W) uint8 -> (n, 3, height, width) float32 levels as PIL's bicubic resize: a
+    horizontal pass, then a vertical one, each rounded and clipped to uint8 levels (PIL keeps the
     intermediate image in 8 bits)."""
-    levels = image[None].float()  # (1, 3, H, W)
+    levels = images.float()
     if levels.shape[-1] != width:
         levels = _bicubic(levels, (levels.shape[-2], width))
     if levels.shape[-2] != height:
         levels = _bicubic(levels, (height, width))
-    return levels[0]
+    return levels
 
 
 def _bicubic(levels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -194,27 +217,27 @@ def _bicubic(levels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return resized.round().clamp(0, 255)
 
 
-def _pad_square_white(image: torch.Tensor) -> torch.Tensor:
-    """Centre (3, H, W) on a white square of its longer side (PIL paste offsets)."""
-    _, height, width = image.shape
+def _pad_square_white(images: torch.Tensor) -> torch.Tensor:
+    """Centre (n, 3, H, W) on white squares of the longer side (PIL paste offsets)."""
+    count, _, height, width = images.shape
     side = max(height, width)
     if height == width:
-        return image
-    canvas = torch.full((3, side, side), 255, dtype=image.dtype, device=image.device)
+        return images
+    canvas = torch.full((count, 3, side, side), 255, dtype=images.dtype, device=images.device)
     top, left = (side - height) // 2, (side - width) // 2
-    canvas[:, top:top + height, left:left + width] = image
+    canvas[:, :, top:top + height, left:left + width] = images
     return canvas
 
 
-def _resize_center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+def _resize_center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     """Shorter side to `size` (torchvision Resize rounding), then the centre size x size crop."""
-    _, height, width = image.shape
+    height, width = images.shape[-2:]
     short, long = min(width, height), max(width, height)
     new_long = int(size * long / short)
     new_w, new_h = (size, new_long) if width <= height else (new_long, size)
-    levels = image.float() if (new_w, new_h) == (width, height) else _resize(image, new_h, new_w)
+    levels = images.float() if (new_w, new_h) == (width, height) else _resize(images, new_h, new_w)
     left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
-    return levels[:, top:top + size, left:left + size]
+    return levels[:, :, top:top + size, left:left + size]
 
 
 def gpu_decode_available(device: str) -> bool:
@@ -262,7 +285,7 @@ def choose_decoder(decode: str, encoder) -> BatchDecoder:
 
     if decode not in DECODERS:
         raise SpLIPError(f"decode={decode!r}: choose one of {DECODERS}")
-    device = getattr(encoder, "device", "cpu")
+    device = getattr(encoder, "torch_device", None) or getattr(encoder, "device", "cpu")  # keeps "cuda:N"
     if decode == "torchvision" or (decode == "auto" and gpu_decode_available(device)):
         return TorchvisionDecoder(device=device)
     return BatchDecoder()

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from splip_engine.data.sandbox import DecodeBudget, get_budget
 from splip_engine.errors import SpLIPError
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -73,10 +74,12 @@ class RecordError:
 
 @dataclass(frozen=True)
 class InputOptions:
-    """How to read a parquet of image bytes: the image-bytes and id columns."""
+    """How to read a parquet of image bytes (the image-bytes and id columns), and the decode budget
+    of vector images (default: this process's, as the CLI set it) that decode workers apply."""
 
     image_column: str = "jpg"
     id_column: str = "key"
+    budget: DecodeBudget = field(default_factory=get_budget)
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,20 @@ def _list_entries(file: Path) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
+def _check_list(label: str, entries: list[str], sample: int = 1000) -> None:
+    """A file read as a list must look like one: most of its first `sample` lines name image files
+    (an image extension, or an existing file), else it is some other text file given by mistake."""
+    image_suffixes = tuple(f".{e}" for e in (*IMAGE_EXTENSIONS, "gif", "bmp", "tif", "tiff", "svg"))
+    head = entries[:sample]
+    bad = [(n, line) for n, line in enumerate(head, 1)
+           if not (_suffix(line) in image_suffixes or os.path.isfile(line))]
+    if len(bad) * 2 > len(head):
+        number, line = bad[0]
+        raise SpLIPError(f"input {label} is not a list of image paths: {len(bad)} of its first {len(head)} lines are "
+                         f"not (line {number}: {line[:80]!r}); a list holds one image file path per line; pass a "
+                         "folder of images, a .txt list, a .parquet, tar shards or .ndjson drawings")
+
+
 def _dir_containers(directory: Path) -> list[str] | None:
     """The top-level tar shards / ndjson / parquet files of a directory holding no image files at
     its top (img2dataset writes .parquet and _stats.json beside its .tar); None for a folder."""
@@ -229,6 +246,7 @@ def open_input(source: str | Path, kind: str = "auto", options: InputOptions | N
         if entries and _suffix(entries[0]) in (*SHARD_SUFFIXES, ".parquet", ".ndjson"):
             files, found = entries, _container_kind(entries, label, options)
         else:
+            _check_list(label, entries)
             files, found = [label], "list"
     else:
         raise SpLIPError(f"input {label} does not exist: pass a directory, a .txt file list, a .parquet, tar "

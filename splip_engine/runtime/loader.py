@@ -8,7 +8,10 @@ Device and backend are chosen together (`select_engine`):
   with one info line saying why (e.g. a GPU machine with the CPU onnxruntime package and
   `backend="onnxruntime"`).
 - `backend="auto"` then takes, on cuda: TensorRT > ONNX Runtime CUDA > torch (fp16 engines run
-  fp16); on cpu: ONNX Runtime > torch.
+  fp16); on cpu: the fastest gated variant of ONNX Runtime / OpenVINO (f32, bf16 where the CPU has
+  it, int8) on this CPU, decided once and cached (runtime/cpu_auto.py), torch without ONNX graphs.
+  `backend="openvino"` runs on cpu only, in `precision` (auto: int8 for a calibrated int8 dir,
+  else bf16 where the CPU has it, else f32).
 ONNX Runtime sessions are checked after creation (splip_engine/ort_session.py): a silent CPU
 fallback is an error when cuda was asked for, a warning when auto chose it.
 """
@@ -23,7 +26,7 @@ from splip_engine.runtime.base import Encoder
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -51,6 +54,8 @@ def _has_module(name: str) -> bool:
 
 def _runs_on_cuda(backend: str, manifest: dict | None, has_checkpoint: bool) -> str | None:
     """None when `backend` can run this engine on a (visible) GPU here, else why not."""
+    if backend == "openvino":
+        return "the OpenVINO backend runs on the CPU"
     if backend == "torch":
         return None if has_checkpoint else "the engine dir has no checkpoint/ for the torch backend"
     if manifest is None:
@@ -61,11 +66,11 @@ def _runs_on_cuda(backend: str, manifest: dict | None, has_checkpoint: bool) -> 
         if not (manifest.get("tensorrt") or {}).get("plans"):
             return "the engine has no TensorRT plans"
         return tensorrt_unavailable()
-    from splip_engine.ort_session import ort_cuda_built
+    from splip_engine.ort_session import ort_cuda_unusable
 
     if not any(name.endswith(".onnx") for name in manifest.get("files", {})):
         return "the engine has no ONNX graphs"
-    return None if ort_cuda_built() else "the onnxruntime package has no CUDA provider (pip install onnxruntime-gpu)"
+    return ort_cuda_unusable()  # a session really opened there, not the package's provider list
 
 
 def _cuda_order(manifest: dict | None, has_checkpoint: bool) -> list[str]:
@@ -112,6 +117,8 @@ def select_engine(manifest: dict | None, has_checkpoint: bool, backend: str = "a
             backend = _cpu_backend(manifest)
     if backend == "tensorrt" and device != "cuda":
         raise SpLIPError("backend='tensorrt' needs device='cuda' and a GPU")
+    if backend == "openvino" and device != "cpu":
+        raise SpLIPError("backend='openvino' runs on the CPU: use device='cpu'")
     return backend, device
 
 
@@ -125,11 +132,12 @@ def _check_runtime_fields(path: Path, manifest: dict) -> None:
 
 
 def load_engine(path: str | Path, backend: str = "auto", device: str = "auto", batch_size: int = 32,
-                verify: bool = True, torch_options=None) -> Encoder:
+                verify: bool = True, torch_options=None, precision: str = "auto") -> Encoder:
     """Open `path` -- an engine dir from `splip-engine export`, or a SpLIP checkpoint dir (torch
     backend only) -- and return an Encoder. The manifest's format and files' sha256 are checked.
     `torch_options`: a runtime.torch_backend.TorchOptions for the torch backend (precision,
-    torch.compile, CUDA graphs, Triton attention)."""
+    torch.compile, CUDA graphs, Triton attention). `precision`: the OpenVINO backend's (f32, bf16,
+    int8 or auto)."""
     from splip_engine.checkpoint import CONFIG_FILE, load_checkpoint
 
     path = Path(path)
@@ -155,12 +163,23 @@ def load_engine(path: str | Path, backend: str = "auto", device: str = "auto", b
     if verify:
         verify_files(path, manifest)
     requested_device = device
+    requested_backend = backend
     backend, device = select_engine(manifest, (path / "checkpoint").is_dir(), backend, device)
+    if requested_backend == "auto" and device == "cpu" and backend != "torch":
+        from splip_engine.runtime.cpu_auto import choose_cpu_variant
+
+        def open_variant(variant_backend: str, variant_precision: str) -> Encoder:
+            return _OPENERS[variant_backend](path, manifest, device, batch_size, False, torch_options,
+                                             variant_precision)
+
+        (backend, precision), line = choose_cpu_variant(manifest, open_variant)
+        logger.info("%s", line)
     logger.info("loading %s with backend=%s device=%s", path, backend, device)
-    return _OPENERS[backend](path, manifest, device, batch_size, requested_device == "cuda", torch_options)
+    return _OPENERS[backend](path, manifest, device, batch_size, requested_device == "cuda", torch_options, precision)
 
 
-def _open_torch(path: Path, manifest: dict, device: str, batch_size: int, strict: bool, torch_options) -> Encoder:
+def _open_torch(path: Path, manifest: dict, device: str, batch_size: int, strict: bool, torch_options,
+                precision: str = "auto") -> Encoder:
     from splip_engine.checkpoint import load_checkpoint
     from splip_engine.runtime.torch_backend import TorchEncoder
 
@@ -170,16 +189,26 @@ def _open_torch(path: Path, manifest: dict, device: str, batch_size: int, strict
                         options=torch_options)
 
 
-def _open_onnxruntime(path: Path, manifest: dict, device: str, batch_size: int, strict: bool, torch_options) -> Encoder:
+def _open_onnxruntime(path: Path, manifest: dict, device: str, batch_size: int, strict: bool, torch_options,
+                      precision: str = "auto") -> Encoder:
     from splip_engine.runtime.ort_backend import OrtEncoder
 
     return OrtEncoder(path, manifest, device=device, batch_size=batch_size, strict=strict)
 
 
-def _open_tensorrt(path: Path, manifest: dict, device: str, batch_size: int, strict: bool, torch_options) -> Encoder:
+def _open_tensorrt(path: Path, manifest: dict, device: str, batch_size: int, strict: bool, torch_options,
+                   precision: str = "auto") -> Encoder:
     from splip_engine.runtime.tensorrt_backend import TensorRTEncoder
 
     return TensorRTEncoder(path, manifest, batch_size=batch_size)
 
 
-_OPENERS = {"torch": _open_torch, "onnxruntime": _open_onnxruntime, "tensorrt": _open_tensorrt}
+def _open_openvino(path: Path, manifest: dict, device: str, batch_size: int, strict: bool, torch_options,
+                   precision: str = "auto") -> Encoder:
+    from splip_engine.runtime.openvino_backend import OpenVinoEncoder
+
+    return OpenVinoEncoder(path, manifest, precision=precision, batch_size=batch_size)
+
+
+_OPENERS = {"torch": _open_torch, "onnxruntime": _open_onnxruntime, "openvino": _open_openvino,
+            "tensorrt": _open_tensorrt}

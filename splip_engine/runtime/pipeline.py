@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from splip_engine.data.sandbox import set_budget
 from splip_engine.errors import SpLIPError
 from splip_engine.runtime.inputs import (
     InputOptions,
@@ -100,6 +101,7 @@ def decode_unit(unit: Unit, options: InputOptions, modality: str, spec, batch_si
                 decoder: BatchDecoder) -> Iterator[DecodedBatch]:
     """The batches of one unit, in order (decoded when `decoder.in_workers`); at least one, the last
     flagged, so a consumer knows when a unit is complete even if it held no record."""
+    set_budget(options.budget)  # this worker's (or Ray task's) vector renders get the job's budget
     records: list[Record] = []
     errors: list[RecordError] = []
     start = time.process_time()
@@ -192,6 +194,7 @@ class DecodePool:
                  for i in range(self.workers)]
         for proc in procs:
             proc.start()
+        stopped = True  # left early (Ctrl-C, an error, the consumer closed us): don't wait for units in progress
         try:
             in_flight = 0
             for unit in units:  # keep every worker busy with `units_ahead` more queued
@@ -201,13 +204,16 @@ class DecodePool:
                     in_flight -= yield from self._until_unit_done(results, procs)
             while in_flight:
                 in_flight -= yield from self._until_unit_done(results, procs)
+            stopped = False
         finally:
             for _ in procs:
                 tasks.put(None)
             for proc in procs:
-                proc.join(timeout=5)
+                proc.join(timeout=0 if stopped else 5)
                 if proc.is_alive():
                     proc.kill()
+            if stopped:
+                tasks.cancel_join_thread()  # units no worker will read: don't block our exit on them
             tasks.close()
             results.close()
 

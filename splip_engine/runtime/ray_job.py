@@ -122,24 +122,30 @@ def _store_batch(sink: StoreSink, batch: dict[str, np.ndarray], expected: dict, 
 def run_embed_ray(engine_dir: str | Path, source: str | Path, out: str | Path, modality: str = "photo",
                   backend: str = "auto", device: str = "cpu", batch_size: int = 64, num_actors: int = 2,
                   shard_size: int | None = None, progress: bool = True, kind: str = "auto",
-                  options: InputOptions | None = None, retry_errors: bool = False) -> EmbedReport:
+                  options: InputOptions | None = None, retry_errors: bool = False,
+                  commit_interval_s: float | None = None) -> EmbedReport:
     """`run_embed` on Ray Data with `num_actors` encoder actors (see the module docstring)."""
+    from splip_engine.optional import keep_offline
+
+    keep_offline()  # Ray reads its usage-stats setting when it starts the cluster
     try:
         import ray
     except ImportError as e:
         raise SpLIPError("Ray is not installed: pip install 'splip-engine[distributed]'") from e
     from tqdm import tqdm
 
-    from splip_engine.index.store import DEFAULT_SHARD_SIZE, StoreWriter
+    from splip_engine.index.store import DEFAULT_COMMIT_INTERVAL_S, DEFAULT_SHARD_SIZE, StoreWriter
     from splip_engine.runtime.loader import load_engine
 
     start = time.perf_counter()
     probe = load_engine(engine_dir, backend=backend, device=device)
     report = EmbedReport(store=str(out), total_inputs=None, already_done=0)
-    ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+    ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": keep_offline()})  # workers on other machines stay offline too
     ray.data.DataContext.get_current().enable_progress_bars = False
     with StoreWriter(out, dim=probe.embedding_dim, modality=modality, engine_info=engine_info(probe),
-                     shard_size=shard_size or DEFAULT_SHARD_SIZE, retry_errors=retry_errors) as writer:
+                     shard_size=shard_size or DEFAULT_SHARD_SIZE, retry_errors=retry_errors,
+                     commit_interval_s=commit_interval_s or DEFAULT_COMMIT_INTERVAL_S) as writer:
         sink = StoreSink(writer, report)
         resolved, units, todo, _ = open_job(source, kind, options, writer, report, sink)
         blobs = [{"unit": pickle.dumps(unit)} for unit in units]

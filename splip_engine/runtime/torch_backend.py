@@ -2,7 +2,9 @@
 eager on CPU, and on CUDA the engine for machines with only torch + Triton installed.
 
 On CUDA (`TorchOptions`): fp16 / bf16 weights, `torch.compile`, CUDA graphs replayed per static
-batch bucket (a batch is padded to the smallest bucket holding it), the Triton fused attention
+batch bucket (a batch is padded to the smallest bucket holding it; each bucket's graph captured
+at its first call under the engine's lock, in thread-local capture mode, so a server's warm-up
+and its batcher threads never race a capture or each other's static buffers), the Triton fused attention
 (`kernels="triton"`), and host <-> device copies through pinned buffers on a copy stream,
 overlapped with the previous batch's compute. Any variant other than eager fp32 is gated at
 load like every exported engine: the probe batch through the variant vs the fp32 eager model
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -82,7 +85,8 @@ class TorchEncoder(Encoder):
             diff = ", ".join(f"{k} {ours[k]} (manifest) != {theirs[k]} (model)" for k in ours if ours[k] != theirs[k])
             raise SpLIPError(f"the manifest does not match the model it describes: {diff}; re-export the engine")
         self.device = torch.device(device).type
-        self._device = torch.device(device)
+        self._device = _indexed(torch.device(device))
+        self.torch_device = self._device  # with its index ("cuda:1"): where decode and copies go
         self.options = options
         self.precision = resolve_precision(options.precision, manifest, self.device)
         self.dtype = PRECISION_DTYPES[self.precision]
@@ -107,11 +111,11 @@ class TorchEncoder(Encoder):
 
         if self.options.compile:
             mode = "reduce-overhead" if self.cuda_graphs else "default"  # reduce-overhead: CUDA graphs per shape
-            compiled = torch.compile(encode, mode=mode, dynamic=False)
+            shapes = len(MODALITIES) * len(self.batch_buckets or DEFAULT_BUCKETS)
+            compiled = compile_static(encode, mode, shapes)
             return lambda pixels: compiled(pixels).float().clone()
         if self.cuda_graphs:
-            graphs = _GraphPerBucket(encode, self._device, self.dtype)
-            return lambda pixels: graphs(pixels).float().clone()
+            return _GraphPerBucket(encode, self._device, self.dtype)
         return lambda pixels: encode(pixels).float()
 
     def forward_device(self, pixels: torch.Tensor, modality: str) -> torch.Tensor:
@@ -123,7 +127,7 @@ class TorchEncoder(Encoder):
     def embed_tensor(self, pixels: torch.Tensor, modality: str) -> torch.Tensor:
         """(N, 3, S, S) on this engine's device -> (N, D) float32 there, in padded bucket batches."""
         self._check_modality(modality)
-        if pixels.device.type != self._device.type:
+        if pixels.device != self._device:
             return super().embed_tensor(pixels, modality)
         outputs = []
         for start in range(0, len(pixels), self.batch_size):
@@ -204,24 +208,55 @@ class TorchEncoder(Encoder):
         return " ".join(p for p in parts if p)
 
 
+def _indexed(device: torch.device) -> torch.device:
+    """`cuda` -> `cuda:<current device>`, so that device comparisons and copies keep the index."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def compile_static(encode: Callable[[torch.Tensor], torch.Tensor], mode: str, shapes: int,
+                   backend: str = "inductor") -> Callable[[torch.Tensor], torch.Tensor]:
+    """torch.compile of `encode` for `shapes` static input shapes (towers x buckets). Both towers'
+    closures share one code object, and dynamo stops compiling a code object after its recompile
+    limit (8 by default) and then runs it eagerly with only a log warning: each call runs with the
+    limit raised to `shapes` and a hit made an error, never a silent fall-back to eager."""
+    import torch._dynamo
+
+    compiled = torch.compile(encode, mode=mode, dynamic=False, backend=backend)
+    limits = {"recompile_limit": max(shapes, torch._dynamo.config.recompile_limit),
+              "fail_on_recompile_limit_hit": True}
+
+    def run(pixels: torch.Tensor) -> torch.Tensor:
+        with torch._dynamo.config.patch(limits):
+            return compiled(pixels)
+
+    return run
+
+
 class _GraphPerBucket:
     """`encode` captured as one CUDA graph per input shape at its first call (warm-up on a side
-    stream first: Triton JIT, cuBLAS handles, allocator), replayed on a static input buffer."""
+    stream first: Triton JIT, cuBLAS handles, allocator), replayed on a static input buffer.
+    One lock covers capture, copy-in, replay and copy-out: the static buffers are shared by every
+    caller, and a capture must not see another thread's kernels (captured in thread-local mode,
+    so other threads' CUDA calls elsewhere do not invalidate it). Returns a fresh float32 tensor."""
 
     def __init__(self, encode: Callable[[torch.Tensor], torch.Tensor], device: torch.device, dtype: torch.dtype):
         self.encode, self.device, self.dtype = encode, device, dtype
-        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self.graphs: dict[tuple, tuple[Any, torch.Tensor, torch.Tensor]] = {}
+        self._lock = threading.Lock()
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         key = tuple(pixels.shape)
-        if key not in self.graphs:
-            self.graphs[key] = self._capture(pixels)
-        graph, static_in, static_out = self.graphs[key]
-        static_in.copy_(pixels)
-        graph.replay()
-        return static_out
+        with self._lock:
+            if key not in self.graphs:
+                self.graphs[key] = self._capture(pixels)
+            graph, static_in, static_out = self.graphs[key]
+            static_in.copy_(pixels)
+            graph.replay()
+            return static_out.to(torch.float32, copy=True)
 
-    def _capture(self, pixels: torch.Tensor):
+    def _capture(self, pixels: torch.Tensor) -> tuple[Any, torch.Tensor, torch.Tensor]:
         static_in = torch.zeros_like(pixels, dtype=self.dtype, device=self.device)
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
@@ -230,7 +265,7 @@ class _GraphPerBucket:
                 self.encode(static_in)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_out = self.encode(static_in)
         return graph, static_in, static_out
 

@@ -13,6 +13,8 @@
 - oip_proto, grpc_service: the protocol's gRPC messages (inference.proto) and GRPCInferenceService,
   attached to the app's lifespan (`serve --grpc-port`)
 - search, ops, handlers: POST /search; /healthz, /metrics, /admin/reload; error responses
+- page, thumbnails, static/: the draw-to-search page at / and GET /thumbnail?id= (resized, cached)
+- results_page: the static results.html of `search --html` and the demo (no server needed)
 - app: create_app(encoder, index, settings, token=, index_dir=), the FastAPI app registering them
 - server: run_server(engine_dir, index_dir, settings, token=, no_auth=, store_dir=), checks +
   uvicorn (+ gRPC) + SIGHUP

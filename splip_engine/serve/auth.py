@@ -85,14 +85,15 @@ def token_digest(token: str) -> bytes:
 
 
 class BearerAuth:
-    """Pure ASGI middleware: 401 for any HTTP request but OPEN_PATHS without the right bearer token."""
+    """Pure ASGI middleware: 401 for any HTTP request but `open_paths` without the right bearer token."""
 
-    def __init__(self, app, token: str):
+    def __init__(self, app, token: str, open_paths: frozenset[str] = OPEN_PATHS):
         self.app = app
         self._expected = token_digest(token)
+        self._open_paths = open_paths
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in self._open_paths:
             await self.app(scope, receive, send)
             return
         header = dict(scope["headers"]).get(b"authorization", b"")

@@ -17,6 +17,7 @@ HTTP status of its gRPC code.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -103,6 +104,9 @@ class GrpcInference:
                 context.set_trailing_metadata((("x-request-id", rid),))
                 self._authenticate(method, metadata)
                 return await answer(request, facts)
+            except asyncio.CancelledError:  # the client left (or the deadline passed)
+                code = grpc.StatusCode.CANCELLED
+                raise
             except Exception as e:  # every refusal becomes a status; the loop keeps serving
                 refusal = _refusal(e)
                 code = refusal.code

@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect
 from splip_engine.data.images import ImageDecodeError
 from splip_engine.serve.batcher import ServiceUnavailable
 from splip_engine.serve.errors import RequestError, error_body
+from splip_engine.serve.service import ClientGone
 
 RETRY_AFTER_S = 1  # what a 503 tells clients to wait before retrying
 CLIENT_CLOSED_REQUEST = 499  # nginx's code for a client that left mid-request: not a server error
@@ -45,7 +46,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return error(request, 400, f"bad image: {exc}")
 
     @app.exception_handler(ClientDisconnect)
-    async def client_left(request: Request, exc: ClientDisconnect) -> JSONResponse:
+    @app.exception_handler(ClientGone)
+    async def client_left(request: Request, exc: Exception) -> JSONResponse:
         return error(request, CLIENT_CLOSED_REQUEST, "the client disconnected before sending the whole request")
 
     @app.exception_handler(Exception)

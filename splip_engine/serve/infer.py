@@ -4,6 +4,7 @@ the service (decode pool, micro-batcher, hit metadata)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -43,14 +44,15 @@ class InferAnswer(NamedTuple):
     metadata: np.ndarray | None  # (N, k) object: each hit's record as JSON text, "" for no result
 
 
-async def run_infer(service: SearchService, request: InferRequest, facts: dict[str, Any]) -> InferAnswer:
+async def run_infer(service: SearchService, request: InferRequest, facts: dict[str, Any],
+                    disconnected: Callable[[], Awaitable[bool]] | None = None) -> InferAnswer:
     """Decode (for `image`), batch, search, and look up the hits' metadata when asked for; fills the
-    access-log `facts` (images, batch_size, index_version)."""
+    access-log `facts` (images, batch_size, index_version). `disconnected`: see SearchService.preprocess."""
     if request.wants_metadata:
         service.check_metadata()  # refuse before spending a batch on it
     facts["images"] = request.count
-    pixels = request.pixels if request.pixels is not None else await service.preprocess(request.images,
-                                                                                        request.modality)
+    pixels = request.pixels if request.pixels is not None else await service.preprocess(
+        request.images, request.modality, disconnected)
     answer = await service.search(pixels, request.modality, request.k)
     facts.update(batch_size=answer.batch_size, index_version=index_version(answer.index))
     if not request.wants_metadata:

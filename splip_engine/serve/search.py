@@ -43,7 +43,8 @@ def search_router(service: SearchService) -> APIRouter:
             service.check_metadata()
         facts = request_facts(request.scope)
         facts["images"] = 1
-        answer = await service.search(await service.preprocess([image], modality), modality, k)
+        pixels = await service.preprocess([image], modality, request.is_disconnected)
+        answer = await service.search(pixels, modality, k)
         facts.update(batch_size=answer.batch_size, index_version=index_version(answer.index))
         records = service.hit_records(answer.ids[0]) if with_metadata else None
         return {"results": _hits(answer.scores[0], answer.ids[0], answer.index, records), "k": k, "modality": modality,

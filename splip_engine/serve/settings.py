@@ -11,7 +11,10 @@ class ServeSettings:
     max_batch: most requests embedded together; max_wait_ms: longest a request waits for others to
     join its batch; queue_size: requests waiting for a batch before new ones get HTTP 503;
     max_body_bytes: largest request body (HTTP 413 above); max_k: largest k (HTTP 422 above);
-    decode_workers: threads decoding / preprocessing uploads off the event loop;
+    decode_workers: threads decoding / preprocessing raster uploads off the event loop;
+    render_workers: SVG / QuickDraw uploads rendered at once (each in a child process under the
+    decode budget; more slots than bombs in flight let an ordinary SVG share the CPU with them at
+    once instead of queueing behind them; each slot may use the memory budget); render_queue: vector uploads waiting or rendering before new ones get HTTP 503;
     graceful_shutdown_s: on SIGTERM / Ctrl-C, how long in-flight requests may take to finish
     (the server stops accepting connections at once).
     """
@@ -25,10 +28,13 @@ class ServeSettings:
     max_body_bytes: int = 10 * 1024 * 1024
     max_k: int = 1000
     decode_workers: int = 2
+    render_workers: int = 8
+    render_queue: int = 64
     graceful_shutdown_s: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "queue_size", "max_body_bytes", "max_k", "decode_workers"):
+        for name in ("max_batch", "queue_size", "max_body_bytes", "max_k", "decode_workers", "render_workers",
+                     "render_queue"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ServeSettings.{name}={value!r}: must be an int >= 1")

@@ -60,7 +60,7 @@ def v2_router(service: SearchService) -> APIRouter:
                        settings.max_body_bytes)
         parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH), service.encoder.image_size,
                                      settings.max_batch, settings.max_k)
-        answer, metadata = await run_infer(service, parsed, request_facts(request.scope))
+        answer, metadata = await run_infer(service, parsed, request_facts(request.scope), request.is_disconnected)
         content, header_length = encode_infer_response(parsed, index_version(answer.index), answer.embeddings,
                                                        answer.ids, answer.scores, metadata)
         if header_length is None:

@@ -45,10 +45,12 @@ def tuberlin(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(tuberlin, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "run"
-    result = CliRunner().invoke(main, [
-        "train", "--dataset", "tuberlin", "--root", str(tuberlin), "--split", str(tuberlin / "unseen.txt"),
-        "--clip-model", "tiny", "--pretrained", "", "--epochs", "1", "--batch-size", "4", "--workers", "0",
-        "--triplets-per-epoch", "8", "--out", str(out)])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(out.parent)  # training records runs/latest in the working directory
+        result = CliRunner().invoke(main, [
+            "train", "--dataset", "tuberlin", "--root", str(tuberlin), "--split", str(tuberlin / "unseen.txt"),
+            "--clip-model", "tiny", "--pretrained", "", "--epochs", "1", "--batch-size", "4", "--workers", "0",
+            "--triplets-per-epoch", "8", "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
 

@@ -67,3 +67,15 @@ def test_damaged_real_images(data, modality):
 )
 def test_random_arrays(array, modality):
     check(array, modality)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(width=st.integers(1, 12), height=st.integers(1, 12), seed=st.integers(0, 9),
+       mode=st.sampled_from(["RGB", "L", "RGBA", "P", "1"]), fmt=st.sampled_from(FORMATS),
+       modality=st.sampled_from(["sketch", "photo"]))
+def test_intact_real_images_are_never_refused(width, height, seed, mode, fmt, modality):
+    """The other properties hold for a preprocess that refuses everything; this one does not."""
+    if fmt in ("JPEG", "PPM") and mode in ("RGBA", "P"):
+        mode = "RGB"
+    out = preprocess(encode(noise_image(width, height, seed=seed).convert(mode), fmt), modality, SPEC)
+    assert out.shape == (3, 8, 8) and out.dtype == np.float32 and np.isfinite(out).all()

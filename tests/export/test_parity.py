@@ -54,8 +54,30 @@ def test_a_swap_of_near_tied_neighbours_at_the_cut_is_agreement():
     assert parity.top_k_agreement(np.vstack([scores, gallery]), candidate, n_queries=1, k=10) == pytest.approx(0.9)
 
 
+SPECIFIED_BOUNDS = {  # written out here, not read from the table under test (ENGINE.md's export rules)
+    "fp32": {"max_abs_diff": 1e-4},
+    "fp16": {"min_cosine": 0.999, "top10_agreement": 1.0},  # "min cosine >= 0.999 ... and identical top-10"
+    "int8": {"top10_agreement": 0.9},  # "top-10 agreement >= 0.9 against fp32"
+    "bf16": {"min_cosine": 0.999, "top10_agreement": 0.95},
+}
+
+
+@pytest.mark.parametrize("precision", sorted(SPECIFIED_BOUNDS))
+def test_default_bounds_are_the_specified_ones(precision):
+    assert parity.resolve_thresholds(precision) == SPECIFIED_BOUNDS[precision]
+
+
+def test_fp16_gate_fails_an_engine_just_below_cosine_0_999():
+    emb = _unit(np.random.default_rng(1).standard_normal((parity.PROBE_SIZE, 64)))
+    noise = _unit(np.random.default_rng(2).standard_normal(emb.shape))
+    moved = _unit(emb + 0.05 * noise)  # cosine ~0.9988 to the reference per row: below 0.999
+    cosines = (emb * moved).sum(axis=1)
+    assert 0.99 < cosines.min() < 0.999
+    assert not parity.compare(emb, moved, parity.resolve_thresholds("fp16"))["passed"]
+
+
 def test_thresholds_live_in_one_table_and_are_overridable():
-    assert parity.resolve_thresholds("fp32") == parity.DEFAULT_THRESHOLDS["fp32"]
+    assert parity.resolve_thresholds("fp32") == {"max_abs_diff": 1e-4}
     assert parity.resolve_thresholds("fp16", {"min_cosine": 0.99})["min_cosine"] == 0.99
     assert parity.resolve_thresholds("int8")["top10_agreement"] == 0.9
     with pytest.raises(SpLIPError, match=r"unknown parity threshold 'cosine'"):

@@ -26,11 +26,15 @@ def test_plans_build_and_pass_parity_through_tensorrt(tiny_model, cached_tracing
     assert all(result["passed"] for result in trt["parity"].values()) and len(trt["parity"]) == 4
     for tower in ("sketch", "photo"):
         inspection = trt["inspection"][tower]
-        # DETAILED verbosity gives layer types: the verdict must be decided, and a fused verdict
-        # must point at attention kernels (an fp16 build is where TensorRT fuses MHA)
-        assert inspection["mha_fused"] in (True, False), inspection
+        # a fused verdict must point at attention kernels (an fp16 build is where TensorRT fuses
+        # MHA); a Myelin-compiled plan may show neither MHA nor SoftMax layers: "unknown", with
+        # the evidence saying why, is an accepted answer, and the report carries it
+        assert inspection["mha_fused"] in (True, False, "unknown"), inspection
         assert (inspection["mha_layers"] > 0) == (inspection["mha_fused"] is True)
-        assert inspection["mha_fused"] is True or inspection["softmax_layers"] > 0
+        assert inspection["mha_fused"] is not False or inspection["softmax_layers"] > 0
+        assert inspection["evidence"]
+    reported = "\n".join(report.lines())
+    assert all(f"attention fused: {trt['inspection'][t]['mha_fused']}" in reported for t in ("sketch", "photo"))
     assert trt["timing_cache"]["file"] in manifest["files"]
 
 

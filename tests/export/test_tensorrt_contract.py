@@ -138,6 +138,36 @@ def test_a_timing_cache_from_another_device_is_refused(monkeypatch):
         trt_export.build_plan(b"onnx", 32, THROUGHPUT, fp16=True, typing="strong", timing_cache=foreign)
 
 
+def test_a_timing_cache_tensorrt_cannot_read_is_refused_not_a_type_error(monkeypatch):
+    _install(monkeypatch, "10.8.0")
+    _, old = trt_export.build_plan(b"onnx", 32, THROUGHPUT, fp16=True, typing="weak")
+    trt = _install(monkeypatch, "10.13.3")  # create_timing_cache(old) returns None
+    with pytest.raises(SpLIPError, match=r"TensorRT 10\.13\.3 refused the timing cache \(unreadable\).*delete it"):
+        trt_export.build_plan(b"onnx", 32, THROUGHPUT, fp16=True, typing="strong", timing_cache=old)
+    assert calls_named(trt, "set_timing_cache") == []  # None was never handed on
+
+
+@pytest.mark.parametrize("version", ["10.13.3", "11.4.0"])
+def test_the_runner_refuses_a_batch_outside_the_profile_instead_of_running_the_old_shape(version, monkeypatch):
+    import torch
+
+    trt = _install(monkeypatch, version, max_batch=8)
+    runner = trt_export.PlanRunner(b"PLAN")
+    assert runner.embedding_dim == 64
+    runner.bind(torch.zeros(8, 3, 32, 32), torch.zeros(8, 64))
+    assert calls_named(trt, "set_tensor_address") == ["pixels", "embeddings"]
+    with pytest.raises(SpLIPError, match=rf"TensorRT {version} refused input shape \(9, 3, 32, 32\): the plan's "
+                                         r"profile takes \(1, 3, 32, 32\) to \(8, 3, 32, 32\)"):
+        runner.bind(torch.zeros(9, 3, 32, 32), torch.zeros(9, 64))
+    assert calls_named(trt, "set_tensor_address") == ["pixels", "embeddings"]  # nothing bound for the refused batch
+
+
+def test_the_runner_refuses_a_plan_whose_io_is_not_float32(monkeypatch):
+    _install(monkeypatch, "10.13.3", io_dtypes=("float32", "float16"))
+    with pytest.raises(SpLIPError, match=r"the plan's 'embeddings' is float16, not float32; re-export"):
+        trt_export.PlanRunner(b"PLAN")
+
+
 # inspector layers as TensorRT reports them with ProfilingVerbosity.DETAILED
 UNFUSED = [
     {"Name": "/visual/transformer/resblocks.0/attention/MatMul", "LayerType": "CaskGemmMatrixMultiply",

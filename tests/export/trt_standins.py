@@ -10,13 +10,16 @@ Differences modelled (10.x -> 11.x):
   deprecated and ignored (every network strongly typed);
 - engine inspector JSON: "Bindings" (names) -> "I/O Tensors" (objects); "Layers" unchanged.
 Both refuse a layer precision on a strongly typed network and, with ignore_mismatch=False, a
-timing cache written on another device or version.
+timing cache written on another device; a cache of another version is unreadable
+(create_timing_cache returns None). A deserialized "PLAN" models running: its I/O tensors (names,
+dtypes, the profile's shapes) and an execution context whose set_input_shape returns False
+outside the profile, as TensorRT's does; it computes nothing.
 """
 from __future__ import annotations
 
 import enum
 import json
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 
 REMOVED_IN_11 = ("FP16", "BF16", "INT8", "PREFER_PRECISION_CONSTRAINTS", "OBEY_PRECISION_CONSTRAINTS")
 
@@ -38,10 +41,12 @@ class LayerType(enum.Enum):
 
 
 def make_tensorrt(version: str, gpu: str = "NVIDIA H200", fail_at: str | None = None,
-                  layers: list | None = None) -> ModuleType:
+                  layers: list | None = None, io_dtypes: tuple[str, str] = ("float32", "float32"),
+                  max_batch: int = 8) -> ModuleType:
     """A `tensorrt` stand-in of `version`'s generation running on `gpu`; `fail_at` makes one step
     fail as TensorRT does ("create_network" raises, "parse" / "build" return failure); `layers`
-    is what the engine inspector reports."""
+    is what the engine inspector reports; `io_dtypes` the plan's (pixels, embeddings) dtypes,
+    `max_batch` its profile's largest batch."""
     major = int(version.split(".")[0])
     trt = ModuleType("tensorrt")
     trt.__version__ = version
@@ -132,9 +137,10 @@ def make_tensorrt(version: str, gpu: str = "NVIDIA H200", fail_at: str | None = 
         def add_optimization_profile(self, profile) -> int:
             return 0
 
-        def create_timing_cache(self, blob: bytes) -> TimingCache:
+        def create_timing_cache(self, blob: bytes) -> TimingCache | None:
             record(("create_timing_cache", bytes(blob)))
-            return TimingCache(bytes(blob))
+            other_version = blob and blob.split(b"|")[1:2] != [version.encode()]
+            return None if other_version else TimingCache(bytes(blob))
 
         def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> bool:
             record(("set_timing_cache", ignore_mismatch))
@@ -174,12 +180,46 @@ def make_tensorrt(version: str, gpu: str = "NVIDIA H200", fail_at: str | None = 
                   {"I/O Tensors": [{"Name": "pixels", "IOMode": "Input"}, {"Name": "embeddings", "IOMode": "Output"}]})
             return json.dumps({"Layers": layers or [], **io})
 
+    class Context:
+        def __init__(self):
+            self.shape = None
+
+        def set_input_shape(self, name: str, shape: tuple) -> bool:
+            record(("set_input_shape", (name, shape)))
+            if not 1 <= shape[0] <= max_batch:
+                return False  # outside the optimization profile
+            self.shape = shape
+            return True
+
+        def set_tensor_address(self, name: str, address: int) -> bool:
+            record(("set_tensor_address", name))
+            return True
+
+    class Engine:
+        num_io_tensors = 2
+        create_engine_inspector = Inspector
+
+        def get_tensor_name(self, index: int) -> str:
+            return ["pixels", "embeddings"][index]
+
+        def get_tensor_dtype(self, name: str) -> str:
+            return dict(zip(["pixels", "embeddings"], io_dtypes))[name]
+
+        def get_tensor_shape(self, name: str) -> tuple:
+            return (-1, 3, 32, 32) if name == "pixels" else (-1, 64)
+
+        def get_tensor_profile_shape(self, name: str, profile: int) -> list:
+            return [(1, 3, 32, 32), (max_batch, 3, 32, 32), (max_batch, 3, 32, 32)]
+
+        def create_execution_context(self) -> Context:
+            return Context()
+
     class Runtime:
         def __init__(self, logger):
             pass
 
         def deserialize_cuda_engine(self, plan: bytes):
-            return SimpleNamespace(create_engine_inspector=Inspector) if plan == b"PLAN" else None
+            return Engine() if plan == b"PLAN" else None
 
     trt.Builder, trt.OnnxParser, trt.Runtime = Builder, OnnxParser, Runtime
     return trt

@@ -255,6 +255,19 @@ def test_a_unit_is_done_once_all_its_rows_are_committed_and_partial_before(tmp_p
     assert open_store(tmp_path / "s").errors() == []
 
 
+def test_an_errors_only_commit_does_not_mark_a_unit_done_whose_rows_are_still_buffered(tmp_path):
+    emb, ids, paths = _gallery()
+    writer = StoreWriter(tmp_path / "s", DIM, "photo", ENGINE, shard_size=SHARD)
+    writer.add(emb[:3], ids[:3], paths[:3], unit="u1")
+    writer.finish_unit("u1")  # every record of u1 added; its 3 rows are buffered (shard of 4 not full)
+    writer.add_errors([{"id": f"bad{i}", "path": f"/b/{i}", "reason": "x"} for i in range(SHARD)])  # commits errors only
+    committed = open_store(tmp_path / "s")  # what a SIGKILL now would leave
+    assert (committed.count, len(committed.errors())) == (0, SHARD)
+    assert committed.units.get("u1") != "done"  # else a resumed job would skip u1 and lose its 3 rows
+    writer.close()
+    assert open_store(tmp_path / "s").units == {"u1": "done"} and open_store(tmp_path / "s").count == 3
+
+
 def test_a_format_1_store_is_read_and_resumed(tmp_path):
     emb, ids, paths = _gallery()
     path = tmp_path / "s"

@@ -5,6 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from poison import poisoned_empty
+
 from splip_engine.errors import SpLIPError
 from splip_engine.kernels import (
     ATTENTION_ATOL as ATOL,
@@ -12,7 +14,6 @@ from splip_engine.kernels import (
     attention_inputs as _qkv,
     attention_reference,
     fused_attention,
-    poisoned_empty,
 )
 
 ON_CUDA = torch.cuda.is_available()

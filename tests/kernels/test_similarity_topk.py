@@ -4,11 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from poison import poisoned_empty
+
 from splip_engine.errors import SpLIPError
 from splip_engine.kernels import (
     SIMILARITY_ATOL,
     KernelUnavailableError,
-    poisoned_empty,
     similarity_topk,
     similarity_topk_reference,
 )

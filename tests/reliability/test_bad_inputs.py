@@ -153,6 +153,12 @@ _MATRIX = [pytest.param(case, entry, id=f"{case.kind}-{entry}")
 
 @pytest.mark.parametrize("case, entry", _MATRIX)
 def test_every_image_kind_through_every_entry_point(case, entry, tiny_ort_encoder, pipeline, request):
+    check_case(case, entry, pipeline, tiny_ort_encoder, request)
+
+
+def check_case(case: ImageCase, entry: str, pipeline: Pipeline, tiny_ort_encoder, request) -> None:
+    """Run `case` through `entry`: refused with its error naming the file, or what the Python API
+    answers for the pixels a correct decoder reads."""
     path = pipeline.files[case.kind]
     outcome = _RUN[entry](case, path, tiny_ort_encoder, pipeline, request)
     if case.error:

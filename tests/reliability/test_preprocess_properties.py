@@ -57,6 +57,17 @@ def test_a_batch_gives_every_input_exactly_one_outcome_in_input_order(sources, m
 
 
 @PROPERTY
+@given(kinds=st.lists(st.booleans(), min_size=1, max_size=6), data=st.data(), modality=MODALITY)
+def test_a_batch_decodes_every_good_image_beside_bad_ones(kinds, data, modality):
+    """The batch properties above hold for a decoder that refuses everything; this one does not."""
+    drawn = [(good, data.draw(good_images() if good else st.binary(max_size=64))) for good in kinds]
+    pixels, errors = preprocess_batch([source for _, source in drawn], modality, SPEC)
+    failed = {i for i, _ in errors}
+    assert not failed & {i for i, (good, _) in enumerate(drawn) if good}, errors
+    assert len(pixels) == len(drawn) - len(failed)
+
+
+@PROPERTY
 @given(mode=st.sampled_from(PIL_MODES), width=st.integers(0, 6), height=st.integers(0, 6), data=st.data(),
        modality=MODALITY)
 def test_a_pil_image_of_any_mode_and_transparency_is_a_result_or_our_error(mode, width, height, data, modality):

@@ -22,7 +22,8 @@ from splip_engine.runtime.embed_job import run_embed
 from splip_engine.runtime.inputs import list_records
 from splip_engine.runtime.pipeline import BatchDecoder
 
-from .shardfactory import caption, photo_jpegs, side_json, write_bytes_parquet, write_folder, write_shards, write_tar
+from .shardfactory import (caption, photo_jpegs, quickdraw_line, side_json, write_bytes_parquet, write_folder,
+                           write_shards, write_tar)
 
 PHOTOS = photo_jpegs(18, seed=1)
 PER_SHARD = 5  # 4 shards: 5 + 5 + 5 + 3
@@ -258,3 +259,50 @@ def test_sigkill_in_the_middle_of_a_shard_then_rerun_stores_every_good_record_on
     assert set(store.units.values()) == {"done"} and len(store.units) == len(shards) + 1
     expected = tiny_ort_encoder.embed([photos[i.split("/")[1]] for i in ids], "photo")
     np.testing.assert_allclose(store.embeddings(np.float32), expected, atol=2e-3)
+
+
+class _CrashingEncoder:
+    """`encoder`, whose embed_pixels raises after `batches` calls: a job that crashes mid-unit."""
+
+    def __init__(self, encoder, batches: int):
+        self._encoder, self._left = encoder, batches
+
+    def __getattr__(self, name):
+        return getattr(self._encoder, name)
+
+    def embed_pixels(self, pixels, modality):
+        if self._left == 0:
+            raise RuntimeError("crash mid-unit")
+        self._left -= 1
+        return self._encoder.embed_pixels(pixels, modality)
+
+
+def _one_unit_inputs(root) -> dict[str, tuple[str, str, dict[str, bytes | str]]]:
+    """{kind: (input path, modality, {id: the record's bytes or ndjson line})}, each input a single unit of 12."""
+    photos = photo_jpegs(12, seed=5)
+    [shard] = write_shards(root / "shards", photos, per_shard=12)
+    parquet = write_bytes_parquet(root / "photos.parquet", photos, row_group_size=12)
+    lines = {str(5000 + i): quickdraw_line(str(5000 + i)) for i in range(12)}
+    (root / "cats.ndjson").write_text("".join(f"{line}\n" for line in lines.values()))
+    return {"tar": (str(shard), "photo", {f"00000/{k}": v for k, v in photos.items()}),
+            "parquet": (str(parquet), "photo", photos),
+            "ndjson": (str(root / "cats.ndjson"), "sketch", lines)}
+
+
+@pytest.mark.parametrize("kind", ["tar", "parquet", "ndjson"])
+def test_a_half_read_unit_is_resumed_with_every_record_once(kind, tiny_ort_encoder, tmp_path):
+    source, modality, records = _one_unit_inputs(tmp_path)[kind]
+    store = tmp_path / "store"
+    options = dict(modality=modality, batch_size=4, shard_size=4, workers=0, progress=False)
+    with pytest.raises(RuntimeError, match="crash mid-unit"):
+        run_embed(_CrashingEncoder(tiny_ort_encoder, batches=2), source, store, **options)
+    half = open_store(store)
+    assert half.count == 8 and list(half.units.values()) == ["partial"]  # 2 of the unit's 3 batches committed
+    report = run_embed(tiny_ort_encoder, source, store, **options)
+    assert (report.embedded, report.failed, report.units_skipped) == (4, 0, 0)  # the stored 8 are not duplicates
+    resumed = open_store(store)
+    assert sorted(resumed.ids) == sorted(records) and resumed.errors() == []
+    assert list(resumed.units.values()) == ["done"]
+    if kind != "ndjson":  # the photos' own embeddings, each once (float16 storage)
+        expected = tiny_ort_encoder.embed([records[i] for i in resumed.ids], modality)
+        np.testing.assert_allclose(resumed.embeddings(np.float32), expected, atol=2e-3)

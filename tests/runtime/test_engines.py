@@ -19,7 +19,7 @@ from data.imagefactory import random_images
 
 def test_onnxruntime_engine_equals_pytorch_from_paths_pil_and_arrays(tiny_engine_dir, tiny_checkpoint, tmp_path):
     arrays, paths = random_images(tmp_path, 5, seed=1)
-    onnx = load_engine(tiny_engine_dir, backend="auto", device="cpu")
+    onnx = load_engine(tiny_engine_dir, backend="onnxruntime", device="cpu")
     torch_engine = load_engine(tiny_engine_dir, backend="torch", device="cpu")
     assert onnx.backend == "onnxruntime" and torch_engine.backend == "torch"
     for modality in ("sketch", "photo"):

@@ -1,6 +1,10 @@
 """The torch engine: batch buckets and padding, bf16 / fp16 within their parity gate, the gate's
-refusal, the options' checks (CPU), and the CUDA variants (GPU machines only)."""
+refusal, the options' checks (CPU), CUDA-graph capture under concurrent first calls and the
+compile recompile limit (CPU logic; the capture itself faked), and the CUDA variants (GPU machines only)."""
 from __future__ import annotations
+
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -10,6 +14,7 @@ from splip_engine import SpLIPError, load_checkpoint
 from splip_engine.export import parity
 from splip_engine.runtime import load_engine
 from splip_engine.runtime.base import Encoder, bucket_for, bucket_sizes
+from splip_engine.runtime import torch_backend
 from splip_engine.runtime.torch_backend import DEFAULT_BUCKETS, TorchEncoder, TorchOptions, model_manifest
 
 ON_CUDA = torch.cuda.is_available()
@@ -128,3 +133,67 @@ def test_the_fp16_engine_dir_runs_fp16_on_cuda_by_default(tiny_model, cached_tra
     assert export_engines(tiny_model, tmp_path / "fp16", fp16=True)
     encoder = load_engine(tmp_path / "fp16", backend="torch", device="cuda")
     assert encoder.precision == "fp16" and encoder.cuda_graphs and encoder.parity["sketch"]["passed"]
+
+
+class _FakeCaptureGraphs(torch_backend._GraphPerBucket):
+    """FAKE CUDA-graph capture, for CPU: `_capture` (the only CUDA-only step) is replaced by a
+    stand-in whose replay() re-runs `encode` on the shared static input into the shared static
+    output, slowly, as a replay does on the GPU; everything else (the per-bucket table, the lock,
+    copy-in / replay / copy-out) is the engine's own code."""
+
+    captures = 0
+
+    def _capture(self, pixels):
+        type(self).captures += 1
+        time.sleep(0.05)  # a capture takes a while: concurrent first calls overlap it
+        static_in = torch.zeros_like(pixels, dtype=self.dtype)
+        static_out = self.encode(static_in)
+        encode = self.encode
+
+        class _Replay:
+            def replay(self):
+                time.sleep(0.01)  # the window in which another caller could overwrite the static buffers
+                static_out.copy_(encode(static_in))
+
+        return _Replay(), static_in, static_out
+
+
+def test_concurrent_first_calls_on_one_bucket_capture_once_and_get_their_own_results(tiny_model):
+    model = tiny_model.float().eval()
+
+    def encode(pixels):
+        return model.encode(pixels, "sketch")
+
+    graphs = _FakeCaptureGraphs(encode, torch.device("cpu"), torch.float32)
+    inputs = [torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(6)]
+    start, results = threading.Barrier(len(inputs)), {}
+
+    def call(i):
+        start.wait()  # every thread's first call on bucket 8 at once, as a warm-up racing a batcher
+        with torch.inference_mode():
+            results[i] = graphs(inputs[i])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(inputs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert _FakeCaptureGraphs.captures == 1 and list(graphs.graphs) == [(8, 3, 32, 32)]
+    with torch.inference_mode():
+        for i, pixels in enumerate(inputs):
+            torch.testing.assert_close(results[i], encode(pixels), rtol=0, atol=1e-6)  # its own input's embeddings
+    assert len({results[i].data_ptr() for i in results}) == len(inputs)  # fresh tensors, not the static buffer
+
+
+def test_compile_past_the_recompile_limit_is_an_error_not_a_silent_eager_fallback():
+    def encode(x):
+        return x * 2 + 1
+
+    within = torch_backend.compile_static(encode, "default", shapes=10, backend="eager")
+    for n in range(1, 11):  # 10 static shapes > dynamo's default limit of 8: all still compiled
+        torch.testing.assert_close(within(torch.ones(n)), torch.full((n,), 3.0))
+    over = torch_backend.compile_static(lambda x: x - 1, "default", shapes=2, backend="eager")  # limit stays 8
+    for n in range(1, 9):
+        over(torch.ones(n))
+    with pytest.raises(Exception, match="(?i)recompile"):  # the 9th shape: dynamo's limit, made an error
+        over(torch.ones(9))

@@ -227,3 +227,37 @@ def test_reload_under_grpc_load_fails_no_request(served, tiny_encoder):
     assert {version for _, version, _ in answers} >= {1, 2, 3}
     for position, version, ids in answers:
         assert ids == references[version].search(queries[position:position + 1], 3)[1][0].tolist()
+
+
+def test_full_queue_answers_unavailable_and_counts_as_overload(tiny_encoder, gallery_index, sketches):
+    """Back-pressure as on HTTP: with the one batch worker held and a queue of 1, the other
+    concurrent gRPC requests get UNAVAILABLE naming the full queue; the accepted ones answer right."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .helpers import GatedEncoder, wait_until
+
+    encoder = GatedEncoder(tiny_encoder)
+    app = create_app(encoder, gallery_index, ServeSettings(max_batch=1, max_wait_ms=0, queue_size=1))
+    attach_grpc(app, "127.0.0.1", 0)
+    n_requests = 12
+
+    def infer(position: int):
+        with tritongrpc.InferenceServerClient(f"127.0.0.1:{app.state.grpc_port}") as c:
+            try:
+                return _infer(c, [sketches[position]], k=3)
+            except InferenceServerException as e:
+                return e
+
+    with serving_thread(app) as (url, _), ThreadPoolExecutor(n_requests) as pool:
+        futures = [pool.submit(infer, i) for i in range(n_requests)]
+        wait_until(lambda: sum(f.done() for f in futures) >= n_requests - 2, timeout=30)
+        encoder.gate.set()
+        results = [f.result() for f in futures]
+        refused = [r for r in results if isinstance(r, InferenceServerException)]
+        assert len(refused) >= n_requests - 2
+        assert all(r.status() == "StatusCode.UNAVAILABLE" and "search queue is full" in r.message() for r in refused)
+        for position, result in enumerate(results):
+            if not isinstance(result, InferenceServerException):
+                _, ref_ids = reference_search(tiny_encoder, gallery_index, [sketches[position]], 3)
+                assert [i.decode() for i in result.as_numpy("ids")[0]] == ref_ids[0].tolist()
+        assert f"splip_overloaded_total {len(refused)}" in httpx.get(f"{url}/metrics").text

@@ -1,0 +1,126 @@
+"""OpenVINO backend (CPU): the engine dir's fp32 ONNX graphs compiled in f32 or bf16 (bf16 only
+where the CPU computes it), or the NNCF int8 IR that `export --int8 --calibration` writes.
+
+Hints as the ONNX Runtime backend's: one stream using every core (PERFORMANCE_HINT=LATENCY; a
+request at a time per engine), threads as given (0: OpenVINO's default, one per core), and the
+inference precision set explicitly: OpenVINO's own default is bf16 on a bf16 CPU, which a user
+asking for f32 must not get silently. Every engine passes its parity gate at load: the probe batch
+through the compiled model vs the fp32 PyTorch model from the engine's checkpoint/, with the
+precision's bounds (export.parity), refused with its numbers when it fails.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from splip_engine.config import MODALITIES
+from splip_engine.errors import SpLIPError
+from splip_engine.optional import import_openvino
+from splip_engine.runtime.base import Encoder
+from splip_engine.runtime.cpu_features import CpuFeatures, read_cpu_features
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("f32", "bf16", "int8")
+F32_BOUNDS = {"max_abs_diff": 1e-3, "min_cosine": 0.9999}
+"""OpenVINO f32 vs PyTorch: same math, other kernels and fusions (its GELU / LayerNorm / MHA
+kernels reorder float32 sums); measured 1e-5..2e-4 max |diff| on tiny and ViT-B/32."""
+INT8_LOAD_BOUNDS = {"min_cosine": 0.8}
+"""The int8 IR's load gate on the synthetic probe: calibrated ranges clip these out-of-distribution
+blobs (demo engine: min cosine 0.911, top-10 0.76; ViT-B/32: top-10 0.86, for IRs that passed
+0.975 on held-out real images at export), so this gate only catches a broken compile; the export's
+gate on held-out calibration images (manifest "calibration") is the accuracy gate."""
+
+
+def openvino_graphs(manifest: dict[str, Any]) -> dict[str, str]:
+    """modality -> the NNCF int8 IR (.xml) the manifest lists for it ({} when none)."""
+    return {entry["modality"]: name for name, entry in manifest.get("files", {}).items()
+            if entry.get("format") == "openvino-ir" and name.endswith(".xml")}
+
+
+def default_precision(manifest: dict[str, Any], features: CpuFeatures) -> str:
+    """int8 for an engine dir with an int8 IR, else bf16 where the CPU has it, else f32."""
+    if openvino_graphs(manifest):
+        return "int8"
+    return "bf16" if features.bf16 else "f32"
+
+
+class OpenVinoEncoder(Encoder):
+    """OpenVINO on CPU in `precision` (see the module docstring); `parity` holds the load gate's
+    report per modality."""
+
+    backend = "openvino"
+
+    def __init__(self, engine_dir: Path, manifest: dict[str, Any], precision: str = "auto", batch_size: int = 32,
+                 threads: int = 0, features: CpuFeatures | None = None):
+        super().__init__(manifest, batch_size=batch_size)
+        ov = import_openvino()
+        features = features or read_cpu_features()
+        precision = default_precision(manifest, features) if precision == "auto" else precision
+        if precision not in PRECISIONS:
+            raise SpLIPError(f"openvino precision={precision!r}: choose one of {PRECISIONS} or 'auto'")
+        if precision == "bf16" and not features.bf16:
+            raise SpLIPError(f"openvino precision='bf16' needs a CPU with AVX512_BF16 or AMX-BF16; this one "
+                             f"({features.key}) has neither: use precision='f32'")
+        self.precision = precision
+        graphs = self._graph_files(engine_dir, manifest, precision)
+        hint = "bf16" if features.bf16 else "f32"  # int8 IR: what is not quantized runs in this
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint if precision == "int8" else precision}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        core = ov.Core()
+        self.requests = {}
+        for modality, path in graphs.items():
+            try:
+                compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+            except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise SpLIPError(f"cannot load {path} with OpenVINO ({reason}): the file is missing, damaged or not "
+                                 "an engine graph; re-export the engine") from e
+            self.requests[modality] = compiled.create_infer_request()
+        self.parity: dict[str, dict] = {}
+        self._gate(engine_dir)
+
+    @staticmethod
+    def _graph_files(engine_dir: Path, manifest: dict[str, Any], precision: str) -> dict[str, Path]:
+        """modality -> the file OpenVINO compiles: the int8 IR, or the fp32 ONNX graph."""
+        if precision == "int8":
+            irs = openvino_graphs(manifest)
+            if set(irs) != set(MODALITIES):
+                raise SpLIPError(f"{engine_dir} has no OpenVINO int8 graphs: export it with "
+                                 "`splip-engine export --int8 --calibration DIR` for openvino int8")
+            return {m: engine_dir / irs[m] for m in MODALITIES}
+        if manifest.get("precision") != "fp32":
+            raise SpLIPError(f"{engine_dir} is a {manifest.get('precision')} engine; OpenVINO {precision} compiles the "
+                             "fp32 ONNX graphs of a plain `splip-engine export`")
+        return {m: engine_dir / f"{m}.onnx" for m in MODALITIES}
+
+    def _gate(self, engine_dir: Path) -> None:
+        """The probe batch through each tower vs fp32 PyTorch (the engine's checkpoint/)."""
+        from splip_engine.checkpoint import load_checkpoint
+        from splip_engine.export import parity
+
+        if not (engine_dir / "checkpoint").is_dir():
+            raise SpLIPError(f"{engine_dir} has no checkpoint/ for the OpenVINO parity gate; re-export the engine")
+        model = load_checkpoint(engine_dir / "checkpoint").eval()
+        bounds = {"f32": F32_BOUNDS, "int8": INT8_LOAD_BOUNDS}.get(self.precision) or parity.resolve_thresholds("bf16")
+        probe = parity.probe_images(self.image_size)
+        for modality in MODALITIES:
+            reference = parity.embed_batched(parity.torch_embedder(model, modality), probe)
+            result = parity.compare(reference, self.embed_pixels(probe, modality), bounds)
+            self.parity[modality] = result
+            if not result["passed"]:
+                raise SpLIPError(f"the OpenVINO {self.precision} engine of {engine_dir} failed its parity gate on "
+                                 f"{modality}: {', '.join(result['failed'])}; use another precision or backend")
+        logger.info("openvino %s engine: parity %s", self.precision, self.parity)
+
+    def _embed_impl(self, pixels: np.ndarray, modality: str) -> np.ndarray:
+        request = self.requests[modality]
+        request.infer({0: pixels}, share_inputs=True)
+        return np.array(request.get_output_tensor(0).data, dtype=np.float32)
+
+    def close(self) -> None:
+        self.requests.clear()
