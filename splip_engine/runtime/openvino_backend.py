@@ -107,14 +107,9 @@ class OpenVinoEncoder(Encoder):
             raise SpLIPError(f"{engine_dir} has no checkpoint/ for the OpenVINO parity gate; re-export the engine")
         model = load_checkpoint(engine_dir / "checkpoint").eval()
         bounds = {"f32": F32_BOUNDS, "int8": INT8_LOAD_BOUNDS}.get(self.precision) or parity.resolve_thresholds("bf16")
-        probe = parity.probe_images(self.image_size)
-        for modality in MODALITIES:
-            reference = parity.embed_batched(parity.torch_embedder(model, modality), probe)
-            result = parity.compare(reference, self.embed_pixels(probe, modality), bounds)
-            self.parity[modality] = result
-            if not result["passed"]:
-                raise SpLIPError(f"the OpenVINO {self.precision} engine of {engine_dir} failed its parity gate on "
-                                 f"{modality}: {', '.join(result['failed'])}; use another precision or backend")
+        self.parity = parity.gate_engine(self.embed_pixels, model, self.image_size, bounds,
+                                         f"OpenVINO {self.precision} engine of {engine_dir}",
+                                         "use another precision or backend")
         logger.info("openvino %s engine: parity %s", self.precision, self.parity)
 
     def _embed_impl(self, pixels: np.ndarray, modality: str) -> np.ndarray:

@@ -190,15 +190,10 @@ class TorchEncoder(Encoder):
         precision's parity bounds (fp32 variants: fp32's); refuses a failing variant."""
         from splip_engine.export import parity
 
-        bounds = parity.resolve_thresholds(self.precision)
-        probe = parity.probe_images(self.image_size)
-        for modality in MODALITIES:
-            reference = parity.embed_batched(parity.torch_embedder(reference_model, modality), probe)
-            result = parity.compare(reference, self.embed_pixels(probe, modality), bounds)
-            self.parity[modality] = result
-            if not result["passed"]:
-                raise SpLIPError(f"the torch {self.describe()} engine failed its {self.precision} parity gate on "
-                                 f"{modality}: {', '.join(result['failed'])}; use another precision or kernels='torch'")
+        self.parity = parity.gate_engine(self.embed_pixels, reference_model, self.image_size,
+                                         parity.resolve_thresholds(self.precision),
+                                         f"torch {self.describe()} engine ({self.precision} bounds)",
+                                         "use another precision or kernels='torch'")
         logger.info("torch %s engine: parity %s", self.describe(), self.parity)
 
     def describe(self) -> str:

@@ -77,7 +77,7 @@ def test_reduced_precision_on_cpu_passes_its_gate_and_stays_near_fp32(tiny_check
 
 def test_a_variant_outside_its_bounds_is_refused_at_load(tiny_engine_dir, monkeypatch):
     monkeypatch.setitem(parity.DEFAULT_THRESHOLDS, "bf16", {"max_abs_diff": 1e-6})
-    with pytest.raises(SpLIPError, match=r"the torch cpu bf16 engine failed its bf16 parity gate on sketch: "
+    with pytest.raises(SpLIPError, match=r"the torch cpu bf16 engine \(bf16 bounds\) failed its parity gate on sketch: "
                                          r"max_abs_diff .* > 1e-06"):
         load_engine(tiny_engine_dir, backend="torch", device="cpu", torch_options=TorchOptions(precision="bf16"))
 
