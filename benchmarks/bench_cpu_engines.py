@@ -24,7 +24,9 @@ BATCHES = {1: 10, 16: 3, 64: 2}  # batch -> timed rounds
 
 
 def _openvino_request(model, config=None):
-    import openvino as ov
+    from splip_engine.optional import import_openvino
+
+    ov = import_openvino()
 
     request = ov.Core().compile_model(model, "CPU", config or {}).create_infer_request()
 
@@ -36,9 +38,7 @@ def _openvino_request(model, config=None):
 
 
 def build(fp32_dir: Path, int8_dir: Path, calibration: Path) -> tuple[dict, object]:
-    import nncf
     import onnx
-    import openvino as ov
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
     from splip_engine.checkpoint import load_checkpoint
@@ -46,7 +46,10 @@ def build(fp32_dir: Path, int8_dir: Path, calibration: Path) -> tuple[dict, obje
     from splip_engine.export.calibration import read_calibration
     from splip_engine.export.parity import onnxruntime_embedder, torch_embedder
     from splip_engine.export.precision import convert_precision
+    from splip_engine.optional import import_nncf, import_openvino
     from splip_engine.runtime import load_engine
+
+    nncf, ov = import_nncf(), import_openvino()
 
     model = load_checkpoint(fp32_dir / "checkpoint").eval()
     onnx_path = str(fp32_dir / "sketch.onnx")

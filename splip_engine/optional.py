@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from types import ModuleType
 
 from splip_engine.errors import SpLIPError
@@ -12,6 +13,8 @@ from splip_engine.errors import SpLIPError
 OFFLINE_ENV = {"ORT_DISABLE_TELEMETRY": "1", "RAY_USAGE_STATS_ENABLED": "0"}
 """Environment that keeps ONNX Runtime's native telemetry (a DNS lookup of a Microsoft host every
 10-20 s) and Ray's usage stats from reaching out: the engine connects nowhere the user did not ask."""
+OPENVINO_TELEMETRY = "openvino_telemetry"
+"""The module through which OpenVINO (on import) and NNCF (on quantize) send Google Analytics events."""
 
 
 def keep_offline() -> dict[str, str]:
@@ -19,6 +22,9 @@ def keep_offline() -> dict[str, str]:
     or Ray loads, so child processes inherit it; returns the values in force (for Ray's runtime_env)."""
     for name, value in OFFLINE_ENV.items():
         os.environ.setdefault(name, value)
+    # OpenVINO sends an analytics event when it is imported and NNCF when it quantizes, both through
+    # openvino_telemetry and both with a no-op fallback without it: hide that module (unless loaded)
+    sys.modules.setdefault(OPENVINO_TELEMETRY, None)
     return {name: os.environ[name] for name in OFFLINE_ENV}
 
 
@@ -43,12 +49,14 @@ def import_faiss() -> ModuleType:
 
 
 def import_openvino() -> ModuleType:
-    """openvino (the OpenVINO CPU backend and the NNCF int8 export)."""
+    """openvino (the OpenVINO CPU backend and the NNCF int8 export), with its telemetry hidden (`keep_offline`)."""
+    keep_offline()
     return import_optional("openvino", "pip install 'splip-engine[cpu]'")
 
 
 def import_nncf() -> ModuleType:
-    """nncf (static int8 quantization for OpenVINO, `export --int8 --calibration`)."""
+    """nncf (static int8 quantization for OpenVINO, `export --int8 --calibration`), telemetry hidden."""
+    keep_offline()
     return import_optional("nncf", "pip install 'splip-engine[cpu]'")
 
 

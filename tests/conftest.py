@@ -43,18 +43,24 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def cpu_auto_cache(tmp_path_factory):
-    """`backend="auto"` on CPU caches its timed choice in the user cache dir: keep the tests' choices
-    under a tmp dir instead (runtime/cpu_auto.py)."""
+def cpu_auto_pinned(tmp_path_factory):
+    """`backend="auto"` on CPU times the engine's variants and picks the fastest (runtime/cpu_auto.py):
+    OpenVINO bf16 on a bf16 CPU when it wins, ONNX Runtime when the machine is loaded differently. The
+    tests compare engines with ONNX Runtime references at fp32 tolerances, so pin auto to ONNX Runtime
+    (subprocesses inherit it) and keep any cached choice under a tmp dir; the tests of auto itself
+    (tests/runtime/test_openvino.py) unset the pin."""
     import os
 
-    previous = os.environ.get("SPLIP_ENGINE_CACHE")
-    os.environ["SPLIP_ENGINE_CACHE"] = str(tmp_path_factory.mktemp("splip-engine-cache"))
+    pinned = {"SPLIP_ENGINE_CACHE": str(tmp_path_factory.mktemp("splip-engine-cache")),
+              "SPLIP_CPU_ENGINE": "onnxruntime"}
+    previous = {name: os.environ.get(name) for name in pinned}
+    os.environ.update(pinned)
     yield
-    if previous is None:
-        os.environ.pop("SPLIP_ENGINE_CACHE", None)
-    else:
-        os.environ["SPLIP_ENGINE_CACHE"] = previous
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

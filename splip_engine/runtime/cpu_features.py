@@ -55,11 +55,11 @@ class CpuFeatures:
 
 def openvino_capabilities() -> tuple[str, ...]:
     """OpenVINO's CPU plugin OPTIMIZATION_CAPABILITIES (e.g. FP32, BF16, INT8), () without OpenVINO."""
-    from splip_engine.optional import is_installed
+    from splip_engine.optional import import_openvino, is_installed
 
     if not is_installed("openvino"):
         return ()
-    import openvino as ov
+    ov = import_openvino()
 
     return tuple(str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 

@@ -32,6 +32,8 @@ PROTECTED = [("GET", "/healthz"), ("GET", "/metrics"), ("POST", "/search"), ("PO
 @pytest.fixture(scope="module")
 def url(tiny_encoder, gallery_index):
     with running_server(create_app(tiny_encoder, gallery_index, ServeSettings(max_wait_ms=1), token=TOKEN)) as base:
+        # readiness follows the warm-up (engine batches, render children started): wait for it, as a balancer would
+        wait_until(lambda: httpx.get(f"{base}/v2/health/ready", headers=_bearer(TOKEN)).status_code == 200, 60)
         yield base
 
 
