@@ -20,7 +20,7 @@ from splip_engine.index import GalleryIndex, StoreWriter  # noqa: E402
 from splip_engine.serve import ServeSettings, create_app  # noqa: E402
 from splip_engine.serve.grpc_service import attach_grpc  # noqa: E402
 
-from .helpers import make_png, reference_search, serving_thread  # noqa: E402
+from .helpers import make_png, reference_search, serving_thread, wait_until  # noqa: E402
 
 TOKEN = "grpc-test-token-0123456789abcdef"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -49,6 +49,7 @@ def served(tiny_encoder, gallery_index, store_dir, tmp_path_factory):
     app.state.service.use_store(store_dir)
     attach_grpc(app, "127.0.0.1", 0, TOKEN)
     with serving_thread(app) as (url, _):
+        wait_until(app.state.service.is_ready, 60)  # after the warm-up (engine batches, render children started)
         yield url, f"127.0.0.1:{app.state.grpc_port}", index_dir
 
 
