@@ -48,12 +48,12 @@ def librsvg(path: Path) -> str | None:
 
 def facts() -> dict:
     """The machine and the code measured."""
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    flags = sorted({flag for line in open("/proc/cpuinfo") if line.startswith("flags")
-                    for flag in line.split(":", 1)[1].split() if flag in ("avx512_bf16", "amx_bf16", "avx512_vnni")})
+    from splip_engine.runtime.cpu_features import read_cpu_features
+
+    features = read_cpu_features()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     rsvg = subprocess.run(["rsvg-convert", "--version"], capture_output=True, text=True, check=False).stdout.strip()
-    return {"cpu": cpu, "cpu_flags": flags, "git_commit": commit, "python": platform.python_version(), "librsvg": rsvg}
+    return {"cpu": features.model, "cpu_flags": list(features.flags), "git_commit": commit, "python": platform.python_version(), "librsvg": rsvg}
 
 
 def both(path: Path) -> tuple[str | None, str | None]:
