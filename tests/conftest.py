@@ -4,13 +4,17 @@ opened with ONNX Runtime on CPU (how users deploy it), a saved flat gallery inde
 the small synthetic SBIR dataset (`mini`)."""
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from splip_engine import SpLIPConfig, build_model, save_checkpoint
+
+set_hypothesis_home_dir(tempfile.mkdtemp(prefix="splip-hypothesis-"))  # tests write only under tmp dirs, not .hypothesis/
 
 GALLERY_SIZE = 200
 """Rows of `tiny_gallery_index_dir`."""
