@@ -53,27 +53,29 @@ def test_serve_command_speaks_grpc_with_metadata(tiny_checkpoint, tiny_encoder, 
     build_index(open_store(tmp_path / "store"), tmp_path / "index", "flat")
     (tmp_path / "token").write_text(TOKEN)
     port, grpc_port = _free_port(), _free_port()
+    log = (tmp_path / "serve.log").open("w")  # a file, not a pipe: a full pipe would block the server's logging
     proc = subprocess.Popen(
         [sys.executable, "-m", "splip_engine", "serve", "--engine", str(tiny_checkpoint), "--index",
          str(tmp_path / "index"), "--store", str(tmp_path / "store"), "--port", str(port), "--grpc-port",
          str(grpc_port), "--auth-token-file", str(tmp_path / "token"), "--backend", "torch", "--device", "cpu",
-         "--max-wait-ms", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         "--max-wait-ms", "1"], stdout=log, stderr=subprocess.STDOUT, text=True)
     auth = {"authorization": f"Bearer {TOKEN}"}
     try:
         client = tritongrpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
         deadline = time.monotonic() + 60
         while True:
-            assert proc.poll() is None, f"serve exited early:\n{proc.stdout.read()}"
+            assert proc.poll() is None, f"serve exited early:\n{(tmp_path / 'serve.log').read_text()}"
             assert time.monotonic() < deadline, "serve did not come up in 60 s"
             try:
-                if client.is_server_ready(headers=auth):
+                if client.is_server_ready(headers=auth, client_timeout=10):
                     break
             except InferenceServerException:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
         image = make_png(9)
         tensor = tritongrpc.InferInput("image", [1], "BYTES")
         tensor.set_data_from_numpy(np.array([image], dtype=object))
-        result = client.infer("splip", [tensor], headers=auth, parameters={"k": 5, "metadata": True})
+        result = client.infer("splip", [tensor], headers=auth, parameters={"k": 5, "metadata": True}, client_timeout=30)
         hits = httpx.post(f"http://127.0.0.1:{port}/search", files={"image": ("s.png", image, "image/png")},
                           data={"k": "5", "metadata": "true"}, headers=auth, timeout=20).json()["results"]
         assert [i.decode() for i in result.as_numpy("ids")[0]] == [h["id"] for h in hits]
@@ -83,11 +85,11 @@ def test_serve_command_speaks_grpc_with_metadata(tiny_checkpoint, tiny_encoder, 
                [f"photo {h['id']}" for h in hits]
         assert all(r["path"] == "/data/shard0.tar" and r["key"] == r["id"][-6:] for r in records)
         with pytest.raises(InferenceServerException, match="authentication required"):
-            client.infer("splip", [tensor])
+            client.infer("splip", [tensor], client_timeout=30)
         client.close()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=40) in (0, -signal.SIGTERM)
-        lines = [json.loads(line) for line in proc.stdout.read().splitlines() if line.startswith('{"ts"')]
+        lines = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines() if line.startswith('{"ts"')]
         grpc_lines = [line for line in lines if line["path"] == "/inference.GRPCInferenceService/ModelInfer"]
         assert [(line["status"], line["grpc_status"]) for line in grpc_lines] == [(200, "OK"), (401, "UNAUTHENTICATED")]
         assert grpc_lines[0]["images"] == 1 and grpc_lines[0]["index_version"] == 1
@@ -95,4 +97,4 @@ def test_serve_command_speaks_grpc_with_metadata(tiny_checkpoint, tiny_encoder, 
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-        proc.stdout.close()
+        log.close()
