@@ -15,7 +15,8 @@ def test_demo_command_runs_every_stage_and_writes_the_report(tmp_path):
     out = tmp_path / "demo"
     # fewer pre-training steps, epochs and seeds than the default: this checks the plumbing, not the numbers
     proc = subprocess.run([sys.executable, "-m", "splip_engine", "demo", "--out", str(out), "--epochs", "2",
-                           "--pretrain-steps", "60", "--seeds", "2"], capture_output=True, text=True, timeout=600)
+                           "--pretrain-steps", "60", "--seeds", "2"], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)  # training records runs/latest in the working directory
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Zero-shot SBIR on the unseen classes" in proc.stdout
     # it ends with the command that serves its gallery in the draw-to-search page
@@ -57,7 +58,7 @@ def test_default_recipe_beats_plain_clip_on_unseen_classes(tmp_path):
     ZS mAP@all, and on GZS. Catches a recipe or stand-in change that loses SpLIP's gain."""
     out = tmp_path / "demo"
     proc = subprocess.run([sys.executable, "-m", "splip_engine", "demo", "--out", str(out), "--seeds", "1"],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)  # runs/latest goes there
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((out / "report.json").read_text())["metrics"]
     plain, trained = metrics["CLIP, no prompts (torch)"], metrics["SpLIP trained (onnxruntime, fp16)"]

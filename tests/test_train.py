@@ -47,12 +47,14 @@ def test_run_writes_checkpoint_log_and_resumes(mini, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_short_cpu_run_lowers_loss_and_beats_the_untrained_model(tmp_path_factory):
+def test_short_cpu_run_lowers_loss_and_beats_the_untrained_model(tmp_path_factory, monkeypatch):
     """The issue's must-show, with an honest stand-in: pre-trained on photos and clip-art only (it
     never sees a free-hand sketch), then a short CPU run lowers the loss and raises the held-out
     seen-class sketch -> photo mAP."""
     from splip_engine.data.mini import make_clipart_corpus
     from splip_engine.pretrain import pretrain_clip
+
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))  # training records runs/latest in the working directory
 
     root = tmp_path_factory.mktemp("learn")
     data = make_mini_dataset(root / "data", classes=16, per_class=16)
