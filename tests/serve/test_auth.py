@@ -89,10 +89,16 @@ def test_access_log_is_one_json_line_per_request_with_its_id_and_never_the_image
     refused = httpx.get(f"{url}/metrics", timeout=TIMEOUT)
     assert sent.headers["x-request-id"] == "client-abc.123"
     assert len(bad_id.headers["x-request-id"]) == 32 and bad_id.headers["x-request-id"].isalnum()  # a fresh id
-    # the previous test's last access line can land after caplog.clear() on a loaded machine: keep ours, by id
+    # a line is written once its response has gone out, so it can land after the client has read it, and the
+    # previous test's last line can land after caplog.clear(): wait for ours and keep only ours, by id
     ours = {response.headers["x-request-id"] for response in (sent, bad_id, refused)}
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == ACCESS_LOGGER]
-    lines = [line for line in lines if line["request_id"] in ours]
+
+    def our_lines() -> list[dict]:
+        lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == ACCESS_LOGGER]
+        return [line for line in lines if line["request_id"] in ours]
+
+    wait_until(lambda: len(our_lines()) >= len(ours))
+    lines = our_lines()
     assert [(line["path"], line["status"]) for line in lines] == [("/search", 200), ("/healthz", 200), ("/metrics", 401)]
     search = lines[0]
     assert search["request_id"] == "client-abc.123" and search["method"] == "POST" and search["latency_ms"] > 0
