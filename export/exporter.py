@@ -36,6 +36,7 @@ from .graph import (
 )
 from .manifest import MANIFEST_FILE, MANIFEST_FORMAT_VERSION, describe_file, write_manifest
 from .calibration import (
+    HELD_OUT_FILE,
     CalibrationSet,
     calibration_sources,
     openvino_embedder,
@@ -43,6 +44,7 @@ from .calibration import (
     quantize_onnx_static,
     quantize_openvino,
     read_calibration,
+    write_held_out,
 )
 from .precision import convert_precision
 from .validate import onnx_problem
@@ -68,6 +70,7 @@ class ExportReport:
     calibration: dict[str, Any] | None = None
     openvino: dict[str, dict] = field(default_factory=dict)
     openvino_ir: dict[str, tuple[bytes, bytes]] = field(default_factory=dict, repr=False)
+    held_out: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -266,6 +269,7 @@ def _read_calibration(model: SpLIP, calibration, count: int, report: ExportRepor
     spec = PreprocessSpec(image_size=model.image_size, mean=tuple(OPENAI_DATASET_MEAN), std=tuple(OPENAI_DATASET_STD))
     calibrated = read_calibration(calibration_sources(calibration), spec, count)
     report.calibration = calibrated.describe()
+    report.held_out = calibrated.held_out
     if not _has_openvino():
         report.notes.append("openvino / nncf not installed: no OpenVINO int8 graphs (pip install 'splip-engine[cpu]')")
     return calibrated
@@ -362,6 +366,9 @@ def _write_engine_dir(model: SpLIP, out_dir: Path, graphs: dict, plans: dict[str
                                  (f"{modality}.openvino.xml", xml, "openvino-ir")):
             write_bytes_atomic(out_dir / name, data)
             files[name] = describe_file(out_dir, name, kind, modality)
+    if report.held_out:  # the int8 engines' load gate runs on them (runtime/openvino_backend.py)
+        write_held_out(out_dir / HELD_OUT_FILE, report.held_out)
+        files[HELD_OUT_FILE] = describe_file(out_dir, HELD_OUT_FILE, "calibration-held-out")
     save_checkpoint(model, out_dir / CHECKPOINT_DIR)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         relative = f"{CHECKPOINT_DIR}/{name}"

@@ -144,16 +144,19 @@ def compare(reference: np.ndarray, candidate: np.ndarray, thresholds: dict[str, 
 
 
 def gate_engine(embed_pixels: Callable[[np.ndarray, str], np.ndarray], model: SpLIP, image_size: int,
-                thresholds: dict[str, float], engine: str, fix: str) -> dict[str, dict]:
-    """Probe batch through `embed_pixels(pixels, modality)` vs the fp32 eager `model`, per modality:
-    the parity reports, or SpLIPError naming `engine`, the failed bounds and `fix` (a runtime's load gate)."""
+                thresholds: dict[str, float], engine: str, fix: str,
+                images: dict[str, np.ndarray] | None = None) -> dict[str, dict]:
+    """Probe batch (or `images`: modality -> pixels) through `embed_pixels(pixels, modality)` vs the
+    fp32 eager `model`, per modality: the parity reports, or SpLIPError naming `engine`, the failed
+    bounds and `fix` (a runtime's load gate)."""
     from splip_engine.config import MODALITIES
 
     probe = probe_images(image_size)
     reports = {}
     for modality in MODALITIES:
-        reference = embed_batched(torch_embedder(model, modality), probe)
-        reports[modality] = compare(reference, embed_pixels(probe, modality), thresholds)
+        pixels = probe if images is None else images[modality]
+        reference = embed_batched(torch_embedder(model, modality), pixels)
+        reports[modality] = compare(reference, embed_pixels(pixels, modality), thresholds)
         if not reports[modality]["passed"]:
             raise SpLIPError(f"the {engine} failed its parity gate on {modality}: "
                              f"{', '.join(reports[modality]['failed'])}; {fix}")

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from splip_engine.bench_cpu import ENGINE_DIR_ENGINES, BenchEngineDirs
 from splip_engine.runtime.base import Encoder
 from splip_engine.runtime.embed_job import peak_rss_mb  # one helper for every report
 
@@ -52,6 +53,16 @@ class BenchConfig:
         engines = TORCH_CUDA_ENGINES + (("ort_cuda_fp16",) if ort_cuda_unusable() is None else ())
         return cls(batches=(1, 64, 256), modalities=("sketch",), engines=engines, threads=8, rounds=5,
                    latency_rounds=50, search_sizes=(1_000_000,), search_kinds=("flat",))
+
+    @classmethod
+    def cpu(cls) -> "BenchConfig":
+        """The CPU engine table: torch, ONNX Runtime fp32 / int8 dynamic / int8 static, OpenVINO
+        f32 / bf16 / int8, `auto`'s pick and the peers a user would run instead (bench_cpu.py);
+        the embedding job and end-to-end query with ORT fp32 (before) and `auto` (after)."""
+        from splip_engine.bench_cpu import CPU_ENGINES, cpu_engine_names
+
+        return cls(batches=(1, 16, 64), modalities=("sketch",), engines=cpu_engine_names(CPU_ENGINES), rounds=8,
+                   latency_rounds=20, search_sizes=(100_000,), search_kinds=("flat", "ivfpq"), embed_images=256)
 
     @classmethod
     def quick(cls) -> "BenchConfig":
@@ -173,10 +184,11 @@ def torch_engine(model, options, device: str, batch_size: int):
 
 
 def build_embedders(model, modality: str, engines: tuple[str, ...], threads: int,
-                    max_batch: int = 128) -> dict[str, Embedder]:
+                    max_batch: int = 128, engine_dirs: BenchEngineDirs | None = None) -> dict[str, Embedder]:
     """name -> embedder (pixels (n, 3, S, S) float32 host array -> (n, D)) for one tower: eager
-    torch, the torch engine's variants (CPU and CUDA, see _torch_engines) and ONNX Runtime
-    (`ort_<precision>` on CPU, `ort_cuda_<precision>` on CUDA)."""
+    torch, the torch engine's variants (CPU and CUDA, see _torch_engines), ONNX Runtime
+    (`ort_<precision>` on CPU, `ort_cuda_<precision>` on CUDA) and the CPU rows built from
+    exported engine dirs (bench_cpu.ENGINE_DIR_ENGINES; `auto` is named after its pick)."""
     import torch
 
     from splip_engine.export.graph import export_tower
@@ -188,7 +200,12 @@ def build_embedders(model, modality: str, engines: tuple[str, ...], threads: int
     embedders: dict[str, Embedder] = {}
     fp32 = export_tower(model, modality) if any(e.startswith("ort_") for e in engines) else None
     for name in engines:
-        if name == "torch_fp32":
+        if name in ENGINE_DIR_ENGINES:
+            if engine_dirs is None:
+                raise ValueError(f"engine {name!r} needs exported engine dirs (bench_cpu.BenchEngineDirs)")
+            embed = engine_dirs.embedder(name, modality)
+            embedders[f"auto ({engine_dirs.auto_pick})" if name == "auto" else name] = embed
+        elif name == "torch_fp32":
             embedders[name] = torch_embedder(model, modality)
         elif name in variants:
             device, options = variants[name]
@@ -254,15 +271,12 @@ def parity_vs_torch(model, modality: str, embedders: dict[str, Embedder]) -> dic
             for name, r in reports.items()}
 
 
-def encoder_rows(cfg: BenchConfig) -> tuple[list[dict], dict[str, float]]:
+def encoder_rows(cfg: BenchConfig, model, engine_dirs: BenchEngineDirs | None = None) -> tuple[list[dict], dict[str, float]]:
     """Throughput / latency rows for every engine x modality x batch, with ratios vs torch fp32."""
-    from splip_engine import SpLIPConfig, build_model
-
-    model = build_model(SpLIPConfig(clip_model=cfg.clip_model, pretrained="")).eval()
     gmacs = {m: encoder_gmacs(model, m) for m in cfg.modalities}
     rows = []
     for modality in cfg.modalities:
-        embedders = build_embedders(model, modality, cfg.engines, cfg.threads, max(cfg.batches))
+        embedders = build_embedders(model, modality, cfg.engines, cfg.threads, max(cfg.batches), engine_dirs)
         agreement = parity_vs_torch(model, modality, embedders)
         for batch in cfg.batches:
             rounds = cfg.latency_rounds if batch == 1 else cfg.rounds
@@ -341,36 +355,44 @@ class _EmbedderEncoder(Encoder):
         return self._embed(pixels)
 
 
-def pipeline_rows(cfg: BenchConfig) -> list[dict]:
+def pipeline_rows(cfg: BenchConfig, model, engine_dirs: BenchEngineDirs | None = None) -> list[dict]:
     """The embedding job with decoding vs the bare encoder on preprocessed pixels (same batch),
-    and end-to-end single-query latency: decode + embed + exact search over `e2e_gallery`."""
-    from splip_engine import SpLIPConfig, build_model
-    from splip_engine.index import GalleryIndex, synthetic_embeddings
-    from splip_engine.runtime.embed_job import run_embed
-
-    model = build_model(SpLIPConfig(clip_model=cfg.clip_model, pretrained="")).eval()
-    photo = build_embedders(model, "photo", ("ort_fp32",), cfg.threads)["ort_fp32"]
-    sketch = build_embedders(model, "sketch", ("ort_fp32",), cfg.threads)["ort_fp32"]
-    encoder = _EmbedderEncoder(photo, model)
+    and end-to-end single-query latency: decode + embed + exact search over `e2e_gallery`; with
+    ONNX Runtime fp32 and, where the CPU rows were built, with `auto`'s engine (before / after)."""
+    engines = {"ORT fp32": {m: _EmbedderEncoder(build_embedders(model, m, ("ort_fp32",), cfg.threads)["ort_fp32"], model)
+                            for m in ("photo", "sketch")}}
+    if engine_dirs is not None and engine_dirs.auto is not None:
+        engines[f"auto: {engine_dirs.auto_pick}"] = {"photo": engine_dirs.auto, "sketch": engine_dirs.auto}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         images = Path(tmp) / "images"
         _write_jpegs(images, cfg.embed_images)
-        report = run_embed(encoder, images, Path(tmp) / "store", batch_size=32, workers=1, progress=False)
-        bare = time_interleaved({"photo": photo}, model.image_size, 32, cfg.rounds)["photo"]
-        bare_ips = 32 / float(np.median(bare))
-        rows.append({"case": "embed job (decode 256px JPEG + ORT fp32, batch 32, 1 decode worker)",
-                     "img_per_s": report.images_per_s, "bare_encoder_img_per_s": bare_ips,
-                     "job_vs_bare": report.images_per_s / bare_ips,
-                     "phases_s": {k: round(v, 2) for k, v in report.timings.items()}, "peak_rss_mb": peak_rss_mb()})
-        gallery = synthetic_embeddings(cfg.e2e_gallery, model.embed_dim, 1000, dtype=np.float16)[0]
-        index = GalleryIndex.build(gallery, [f"g{i}" for i in range(len(gallery))], "flat")
-        sketch_encoder = _EmbedderEncoder(sketch, model)
-        paths = sorted(images.iterdir())[: cfg.e2e_queries]
-        latencies = [_timed(lambda p=p: index.search(sketch_encoder.embed([str(p)], "sketch"), 10)) for p in paths]
-        rows.append({"case": f"end-to-end query (decode + embed + exact top-10 over {cfg.e2e_gallery:,})",
-                     "p50_ms": 1e3 * float(np.percentile(latencies, 50)),
-                     "p99_ms": 1e3 * float(np.percentile(latencies, 99)), "peak_rss_mb": peak_rss_mb()})
+        for label, encoders in engines.items():
+            rows += _pipeline_rows_of(cfg, model, label, encoders, images, Path(tmp) / label.replace(" ", "_"))
+    return rows
+
+
+def _pipeline_rows_of(cfg: BenchConfig, model, label: str, encoders: dict[str, Encoder], images: Path,
+                      store: Path) -> list[dict]:
+    """pipeline_rows for one engine (`encoders`: modality -> Encoder)."""
+    from splip_engine.index import GalleryIndex, synthetic_embeddings
+    from splip_engine.runtime.embed_job import run_embed
+
+    photo = encoders["photo"]
+    report = run_embed(photo, images, store, batch_size=32, workers=1, progress=False)
+    bare = time_interleaved({"photo": lambda p: photo.embed_pixels(p, "photo")}, model.image_size, 32, cfg.rounds)
+    bare_ips = 32 / float(np.median(bare["photo"]))
+    rows = [{"case": f"embed job (decode 256px JPEG + {label}, batch 32, 1 decode worker)",
+             "img_per_s": report.images_per_s, "bare_encoder_img_per_s": bare_ips,
+             "job_vs_bare": report.images_per_s / bare_ips,
+             "phases_s": {k: round(v, 2) for k, v in report.timings.items()}, "peak_rss_mb": peak_rss_mb()}]
+    gallery = synthetic_embeddings(cfg.e2e_gallery, model.embed_dim, 1000, dtype=np.float16)[0]
+    index = GalleryIndex.build(gallery, [f"g{i}" for i in range(len(gallery))], "flat")
+    paths = sorted(images.iterdir())[: cfg.e2e_queries]
+    latencies = [_timed(lambda p=p: index.search(encoders["sketch"].embed([str(p)], "sketch"), 10)) for p in paths]
+    rows.append({"case": f"end-to-end query (decode + {label} + exact top-10 over {cfg.e2e_gallery:,})",
+                 "p50_ms": 1e3 * float(np.percentile(latencies, 50)),
+                 "p99_ms": 1e3 * float(np.percentile(latencies, 99)), "peak_rss_mb": peak_rss_mb()})
     return rows
 
 
@@ -411,6 +433,7 @@ def render_markdown(results: dict[str, Any]) -> str:
 
 def run_bench(cfg: BenchConfig, out: str | Path | None = None) -> dict[str, Any]:
     """Measure everything `cfg` names; write results.json and results.md into `out` if given."""
+    from splip_engine import SpLIPConfig, build_model
     from splip_engine.io_utils import write_text_atomic
 
     start = time.perf_counter()
@@ -419,9 +442,12 @@ def run_bench(cfg: BenchConfig, out: str | Path | None = None) -> dict[str, Any]
     results["peak_matmul_gflops"] = max(results["matmul_gflops"].values())
     if any(name.startswith(("torch_cuda", "ort_cuda")) for name in cfg.engines):
         results["cuda_bf16_matmul_tflops"] = cuda_matmul_tflops()
-    results["encoders"], results["gmacs_per_image"] = encoder_rows(cfg)
-    results["search"] = search_rows(cfg)
-    results["pipeline"] = pipeline_rows(cfg)
+    model = build_model(SpLIPConfig(clip_model=cfg.clip_model, pretrained="")).eval()
+    with tempfile.TemporaryDirectory(prefix="splip-bench-") as tmp:
+        engine_dirs = BenchEngineDirs(model, Path(tmp)) if ENGINE_DIR_ENGINES & set(cfg.engines) else None
+        results["encoders"], results["gmacs_per_image"] = encoder_rows(cfg, model, engine_dirs)
+        results["search"] = search_rows(cfg)
+        results["pipeline"] = pipeline_rows(cfg, model, engine_dirs)
     results["peak_rss_mb"] = peak_rss_mb()
     results["seconds"] = time.perf_counter() - start
     if out is not None:

@@ -3,7 +3,9 @@ the columns hold what their names say (ratios against torch at the same batch, p
 engine against eager fp32)."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -45,3 +47,30 @@ def test_compiled_torch_engine_equals_eager(tiny_model):
     compiled = compiled_torch_embedder(tiny_model, "sketch")(pixels)
     # inductor fuses and reorders float32 ops: rounding only
     np.testing.assert_allclose(compiled, torch_embedder(tiny_model, "sketch")(pixels), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_cpu_table_has_every_cpu_engine_and_the_embed_job_before_and_after(tmp_path, monkeypatch):
+    from splip_engine.bench_cpu import CPU_ENGINES
+    from splip_engine.runtime.cpu_features import read_cpu_features
+
+    monkeypatch.setenv("SPLIP_CPU_ENGINE", "openvino:f32")  # the bench must drop the pin: auto decides on this CPU
+    cfg = dataclasses.replace(BenchConfig.cpu(), clip_model="tiny", threads=1, batches=(1, 4), rounds=2,
+                              latency_rounds=2, search_sizes=(10_000,), search_kinds=("flat",), embed_images=8,
+                              e2e_gallery=1_000, e2e_queries=2)
+    results = run_bench(cfg, tmp_path)
+    rows = {(r["engine"], r["batch"]): r for r in results["encoders"]}
+    auto = {engine for engine, _ in rows if engine.startswith("auto (")}
+    assert len(auto) == 1, auto  # one row, named after what auto picked
+    expected = set(CPU_ENGINES) - {"auto"} - ({"openvino_bf16"} if not read_cpu_features().bf16 else set()) | auto
+    assert {engine for engine, _ in rows} == expected
+    # parity vs eager fp32 on the probe: the f32 engines are the same math; a user's OpenVINO and
+    # ours in bf16 stay within the bf16 bound; the int8 ones within their gates' neighbours
+    assert rows[("openvino_f32", 1)]["min_cosine"] > 0.9999
+    assert rows[("openvino_user_default", 1)]["min_cosine"] > 0.999
+    assert min(rows[(e, 4)]["top10_agreement"] for e in ("ort_int8", "ort_int8_static", "openvino_int8")) >= 0.75
+    cases = [r["case"] for r in results["pipeline"]]
+    assert [c.split(" (")[0] for c in cases] == ["embed job", "end-to-end query"] * 2
+    assert "ORT fp32" in cases[0] and auto.pop()[6:-1] in cases[2]  # before, then after with auto's pick
+    assert all(r["img_per_s"] > 0 for r in results["pipeline"] if "img_per_s" in r)
+    assert os.environ["SPLIP_CPU_ENGINE"] == "openvino:f32"  # dropped only while auto decided

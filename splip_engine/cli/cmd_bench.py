@@ -9,11 +9,15 @@ import click
 @click.option("--gpu", is_flag=True,
               help="The CUDA table: eager torch fp32 and the torch engine's CUDA variants (fp16/bf16, CUDA graphs, "
                    "torch.compile, Triton attention; ONNX Runtime CUDA when installed). Needs a CUDA GPU.")
+@click.option("--cpu", "cpu_engines", is_flag=True,
+              help="The CPU engine table at batch 1/16/64: torch, ONNX Runtime fp32 / int8 dynamic / int8 static, "
+                   "OpenVINO f32 / bf16 / int8, what `auto` picks here, and the peers (our ONNX in OpenVINO with no "
+                   "settings, NNCF int8 as OpenVINO's docs show); the embedding job with ORT fp32 and with auto.")
 @click.option("--out", default="bench_results", show_default=True, type=click.Path(),
               help="Directory for results.json and results.md.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="Threads for every engine.")
 @click.option("--clip-model", default="ViT-B-32", show_default=True, help="Encoder to measure (random weights).")
-def command(quick, gpu, out, threads, clip_model):
+def command(quick, gpu, cpu_engines, out, threads, clip_model):
     """Measure encoder throughput / latency per backend and batch (ratios vs PyTorch eager fp32 from
     the same run), search latency and recall vs gallery size, the embedding job with decoding and
     end-to-end query latency; print the tables and write them as JSON and Markdown.
@@ -22,6 +26,7 @@ def command(quick, gpu, out, threads, clip_model):
     Example:
       splip-engine bench --quick
       splip-engine bench --out benchmarks/results --threads 2
+      splip-engine bench --cpu --out cpu_results       # which CPU engine is fastest here, and by how much
       splip-engine bench --gpu --out gpu_results     # on a CUDA machine (device-resident: benchmarks/gpu_suite.py)
     """
     import dataclasses
@@ -29,14 +34,14 @@ def command(quick, gpu, out, threads, clip_model):
     from splip_engine.bench import BenchConfig, render_markdown, run_bench
     from splip_engine.errors import SpLIPError
 
-    if quick and gpu:
-        raise SpLIPError("--quick and --gpu are two different tables: pass one")
+    if quick + gpu + cpu_engines > 1:
+        raise SpLIPError("--quick, --gpu and --cpu are different tables: pass one")
     if gpu:
         import torch
 
         if not torch.cuda.is_available():
             raise SpLIPError("--gpu needs a CUDA GPU and none is visible; run `splip-engine bench --quick` on CPU")
-    cfg = BenchConfig.gpu() if gpu else BenchConfig.quick() if quick else BenchConfig()
+    cfg = BenchConfig.gpu() if gpu else BenchConfig.quick() if quick else BenchConfig.cpu() if cpu_engines else BenchConfig()
     cfg = dataclasses.replace(cfg, threads=threads, clip_model=clip_model)
     results = run_bench(cfg, out)
     click.echo(render_markdown(results))

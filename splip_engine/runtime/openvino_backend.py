@@ -6,7 +6,8 @@ request at a time per engine), threads as given (0: OpenVINO's default, one per 
 inference precision set explicitly: OpenVINO's own default is bf16 on a bf16 CPU, which a user
 asking for f32 must not get silently. Every engine passes its parity gate at load: the probe batch
 through the compiled model vs the fp32 PyTorch model from the engine's checkpoint/, with the
-precision's bounds (export.parity), refused with its numbers when it fails.
+precision's bounds (export.parity), refused with its numbers when it fails; int8 on the export's
+held-out calibration images instead, with the export's int8_static bounds.
 """
 from __future__ import annotations
 
@@ -28,11 +29,6 @@ PRECISIONS = ("f32", "bf16", "int8")
 F32_BOUNDS = {"max_abs_diff": 1e-3, "min_cosine": 0.9999}
 """OpenVINO f32 vs PyTorch: same math, other kernels and fusions (its GELU / LayerNorm / MHA
 kernels reorder float32 sums); measured 1e-5..2e-4 max |diff| on tiny and ViT-B/32."""
-INT8_LOAD_BOUNDS = {"min_cosine": 0.8}
-"""The int8 IR's load gate on the synthetic probe: calibrated ranges clip these out-of-distribution
-blobs (demo engine: min cosine 0.911, top-10 0.76; ViT-B/32: top-10 0.86, for IRs that passed
-0.975 on held-out real images at export), so this gate only catches a broken compile; the export's
-gate on held-out calibration images (manifest "calibration") is the accuracy gate."""
 
 
 def openvino_graphs(manifest: dict[str, Any]) -> dict[str, str]:
@@ -106,11 +102,24 @@ class OpenVinoEncoder(Encoder):
         if not (engine_dir / "checkpoint").is_dir():
             raise SpLIPError(f"{engine_dir} has no checkpoint/ for the OpenVINO parity gate; re-export the engine")
         model = load_checkpoint(engine_dir / "checkpoint").eval()
-        bounds = {"f32": F32_BOUNDS, "int8": INT8_LOAD_BOUNDS}.get(self.precision) or parity.resolve_thresholds("bf16")
+        bounds = F32_BOUNDS if self.precision == "f32" else parity.resolve_thresholds(
+            "int8_static" if self.precision == "int8" else "bf16")
         self.parity = parity.gate_engine(self.embed_pixels, model, self.image_size, bounds,
                                          f"OpenVINO {self.precision} engine of {engine_dir}",
-                                         "use another precision or backend")
+                                         "use another precision or backend", self._gate_images(engine_dir))
         logger.info("openvino %s engine: parity %s", self.precision, self.parity)
+
+    def _gate_images(self, engine_dir: Path) -> dict[str, np.ndarray] | None:
+        """int8: the export's held-out calibration images (calibrated ranges clip the synthetic probe,
+        so only in-distribution images can hold int8 to its export bounds); else the probe (None)."""
+        from splip_engine.export.calibration import HELD_OUT_FILE, read_held_out
+
+        if self.precision != "int8":
+            return None
+        if HELD_OUT_FILE not in self.manifest.get("files", {}):
+            raise SpLIPError(f"{engine_dir} has OpenVINO int8 graphs but no {HELD_OUT_FILE} for their load gate; "
+                             "re-export it with `splip-engine export --int8 --calibration DIR`")
+        return read_held_out(engine_dir / HELD_OUT_FILE)
 
     def _embed_impl(self, pixels: np.ndarray, modality: str) -> np.ndarray:
         request = self.requests[modality]

@@ -17,7 +17,7 @@ from splip_engine.cli import main
 from splip_engine.data.transforms import PreprocessSpec, preprocess_batch
 from splip_engine.errors import SpLIPError
 from splip_engine.export import export_engines, read_manifest
-from splip_engine.export.calibration import read_calibration
+from splip_engine.export.calibration import HELD_OUT_FILE, read_calibration, read_held_out
 from splip_engine.runtime import load_engine
 
 from runtime.shardfactory import photo_jpegs, quickdraw_line, write_bytes_parquet, write_folder, write_shards
@@ -112,6 +112,12 @@ def test_calibrated_export_writes_static_qdq_and_an_nncf_ir_gated_on_held_out_im
         assert report.openvino[f"{modality}.openvino.xml"]["passed"]
     xml = (out / "sketch.openvino.xml").read_text()
     assert "FakeQuantize" in xml or "FakeConvert" in xml  # NNCF's int8 quantizers are in the IR
+    # the held-out images travel with the engine (float16) for the int8 engines' load gate
+    assert manifest["files"][HELD_OUT_FILE]["format"] == "calibration-held-out"
+    stored = read_held_out(out / HELD_OUT_FILE)
+    for modality in ("sketch", "photo"):
+        assert stored[modality].shape == report.held_out[modality].shape == (32, 3, 32, 32)
+        np.testing.assert_allclose(stored[modality], report.held_out[modality], rtol=1e-3, atol=1e-3)
 
 
 def test_both_calibrated_engines_load_and_agree_with_torch(calibrated_engine, tiny_engine_dir):
@@ -121,6 +127,9 @@ def test_both_calibrated_engines_load_and_agree_with_torch(calibrated_engine, ti
     with load_engine(out, backend="openvino", device="cpu") as ov_int8, \
             load_engine(out, backend="onnxruntime", device="cpu") as ort_int8:
         assert ov_int8.precision == "int8" and all(r["passed"] for r in ov_int8.parity.values())
+        # gated at load on the 32 held-out images (not the 40 synthetic probes) with the export's int8 bounds
+        assert {m: (r["n_probe"], r["thresholds"]) for m, r in ov_int8.parity.items()} == \
+            {m: (32, {"min_cosine": 0.99, "top10_agreement": 0.9}) for m in ("sketch", "photo")}
         for engine in (ov_int8, ort_int8):
             cosine = np.sum(engine.embed_pixels(pixels, "photo") * reference, axis=1)  # (6,) unit rows
             assert cosine.min() > 0.95, (engine, cosine)  # int8 on random probes: close, not equal
