@@ -1,7 +1,8 @@
 """Serving throughput and latency: req/s, p50 and p99 at 1, 8 and 32 concurrent clients, for
 POST /search, v2 infer over HTTP and ModelInfer over gRPC (the Open Inference Protocol; the request
 bytes tritonclient.http / tritonclient.grpc build, binary tensors), with the tiny and the ViT-B-32
-SpLIP engines (random weights: speed does not depend on them), ONNX Runtime fp32 on CPU, a
+SpLIP engines (random weights: speed does not depend on them), ONNX Runtime fp32 on CPU (--backends
+onnxruntime,auto: also what `auto` picks, one server each, cells interleaved), a
 10,000-photo flat index, bearer auth and the access log on (as deployed). With --metadata-rows N:
 hit metadata on vs off at k = 10 and 1,000 over an N-row store and flat index (tiny engine).
 
@@ -149,16 +150,18 @@ def free_port() -> int:
 class Server:
     """A `splip-engine serve` process on a free port."""
 
-    def __init__(self, engine: Path, index: Path, work: Path, store: Path | None = None):
+    def __init__(self, engine: Path, index: Path, work: Path, store: Path | None = None, backend: str = "onnxruntime"):
         (work / "token").write_text(TOKEN)
-        self.log = open(work / f"serve-{engine.name}.log", "w")  # noqa: SIM115 -- closed in stop()
+        self.log = open(work / f"serve-{engine.name}-{backend}.log", "w")  # noqa: SIM115 -- closed in stop()
         self.grpc_address = f"127.0.0.1:{free_port()}"
+        env = {**os.environ, "SPLIP_ENGINE_CACHE": str(work / "auto-cache")}  # auto decides on this machine
+        env.pop("SPLIP_CPU_ENGINE", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "splip_engine", "serve", "--engine", str(engine), "--index", str(index),
-             "--port", "0", "--grpc-port", self.grpc_address.rsplit(":", 1)[1], "--backend", "onnxruntime",
+             "--port", "0", "--grpc-port", self.grpc_address.rsplit(":", 1)[1], "--backend", backend,
              "--device", "cpu", "--auth-token-file", str(work / "token"), "--max-k", "1000",
              *(["--store", str(store)] if store else [])],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
         log_path, deadline = Path(self.log.name), time.monotonic() + 300
         while not (match := re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", log_path.read_text())):
             assert self.proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
@@ -166,6 +169,8 @@ class Server:
         self.url = f"http://127.0.0.1:{match.group(1)}"
         while httpx.get(f"{self.url}/v2/health/ready", headers=auth()).status_code != 200:
             time.sleep(0.1)
+        chosen = re.search(r"backend=auto on cpu.*", log_path.read_text())
+        self.engine = chosen.group(0) if chosen else backend  # auto's info line: its pick and numbers
 
     def cpu_seconds(self) -> float:
         """User + system CPU the server process has used so far."""
@@ -264,22 +269,32 @@ def main() -> None:
     parser.add_argument("--engines", default="tiny,ViT-B-32", help="comma-separated; '' for none")
     parser.add_argument("--seconds", type=float, default=4.0, help="timed load per turn (ViT-B-32: 2x)")
     parser.add_argument("--rounds", type=int, default=2, help="turns per cell, interleaved across endpoints")
+    parser.add_argument("--backends", default="onnxruntime",
+                        help="comma-separated serve --backend values, one server each, cells interleaved "
+                             "(onnxruntime,auto: the CPU engine before / after auto)")
+    parser.add_argument("--endpoints", default=",".join(ENDPOINTS), help=f"comma-separated subset of {ENDPOINTS}")
     parser.add_argument("--metadata-rows", type=int, default=0,
                         help="also time hit metadata on vs off over a store of this many rows (e.g. 1000000)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here too")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     png, rows = sketch_png(), []
+    endpoints = tuple(args.endpoints.split(","))
     for clip_model in filter(None, args.engines.split(",")):
         engine = export_engine(clip_model, args.work / f"engine-{clip_model}")
-        server = Server(engine, build_gallery(engine, args.work / f"index-{clip_model}"), args.work)
+        index = build_gallery(engine, args.work / f"index-{clip_model}")
+        servers = {}
         try:
+            for backend in args.backends.split(","):
+                servers[backend] = Server(engine, index, args.work, backend=backend)
             seconds = args.seconds * (2 if clip_model != "tiny" else 1)
             for clients in CLIENTS:
-                rows += [{"engine": clip_model, **row}
-                         for row in measure(server, ENDPOINTS, png, clients, seconds, args.rounds)]
+                for backend, server in servers.items():
+                    rows += [{"engine": clip_model, "backend": backend, "chosen": server.engine, **row}
+                             for row in measure(server, endpoints, png, clients, seconds, args.rounds)]
         finally:
-            server.stop()
+            for server in servers.values():
+                server.stop()
     if args.metadata_rows:
         engine = export_engine("tiny", args.work / "engine-tiny")
         store, index = build_store_gallery(engine, args.metadata_rows, args.work)
@@ -294,10 +309,11 @@ def main() -> None:
                                                 k=k, metadata=metadata)]
         finally:
             server.stop()
-    print("\n| engine | endpoint | clients | k | metadata | req/s | p50 ms | p99 ms | requests | errors |")
-    print("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("\n| engine | backend | endpoint | clients | k | metadata | req/s | p50 ms | p99 ms | requests | errors |")
+    print("| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['engine']}{' (%d rows)' % r['gallery'] if 'gallery' in r else ''} | {LABELS[r['endpoint']]} | "
+        print(f"| {r['engine']}{' (%d rows)' % r['gallery'] if 'gallery' in r else ''} | "
+              f"{r.get('backend', 'onnxruntime')} | {LABELS[r['endpoint']]} | "
               f"{r['clients']} | {r.get('k', K)} | {'on' if r.get('metadata') else 'off'} | {r['req_s']} | "
               f"{r['p50_ms']} | {r['p99_ms']} | {r['requests']} | {r['errors']} |")
     if args.out:

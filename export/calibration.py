@@ -153,8 +153,9 @@ def quantize_openvino(graph, pixels: np.ndarray):
     dataset = nncf.Dataset([pixels[i:i + 1] for i in range(len(pixels))])
     no_smooth_quant = nncf.AdvancedQuantizationParameters(
         smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=-1))
-    return nncf.quantize(model, dataset, model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.PERFORMANCE,
-                         subset_size=len(pixels), advanced_parameters=no_smooth_quant)
+    return nncf.quantize(model, dataset, model_type=nncf.ModelType.TRANSFORMER,
+                         preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(pixels),
+                         advanced_parameters=no_smooth_quant)
 
 
 def openvino_ir(model) -> tuple[bytes, bytes]:

@@ -41,6 +41,8 @@ TIE_TOLERANCE = 1e-3
 
 Embedder = Callable[[np.ndarray], np.ndarray]
 """pixels (n, 3, S, S) float32 -> embeddings (n, D) float32: one engine under test."""
+EngineEmbedder = Callable[[np.ndarray, str], np.ndarray]
+"""(pixels, modality) -> embeddings: a runtime engine's embed_pixels under its load gate."""
 
 
 def resolve_thresholds(precision: str, overrides: dict[str, float] | None = None) -> dict[str, float]:
@@ -143,21 +145,26 @@ def compare(reference: np.ndarray, candidate: np.ndarray, thresholds: dict[str, 
             "passed": not failed, "failed": failed}
 
 
-def gate_engine(embed_pixels: Callable[[np.ndarray, str], np.ndarray], model: SpLIP, image_size: int,
+def gate_engine(embed_pixels: EngineEmbedder | dict[str, EngineEmbedder], model: SpLIP, image_size: int,
                 thresholds: dict[str, float], engine: str, fix: str,
                 images: dict[str, np.ndarray] | None = None) -> dict[str, dict]:
     """Probe batch (or `images`: modality -> pixels) through `embed_pixels(pixels, modality)` vs the
     fp32 eager `model`, per modality: the parity reports, or SpLIPError naming `engine`, the failed
-    bounds and `fix` (a runtime's load gate)."""
+    bounds and `fix` (a runtime's load gate). An engine with several compiled variants (shapes)
+    passes a dict label -> embedder: each is gated, and a modality's report is its worst variant's."""
     from splip_engine.config import MODALITIES
 
+    variants = embed_pixels if isinstance(embed_pixels, dict) else {"": embed_pixels}
     probe = probe_images(image_size)
     reports = {}
     for modality in MODALITIES:
         pixels = probe if images is None else images[modality]
         reference = embed_batched(torch_embedder(model, modality), pixels)
-        reports[modality] = compare(reference, embed_pixels(pixels, modality), thresholds)
-        if not reports[modality]["passed"]:
-            raise SpLIPError(f"the {engine} failed its parity gate on {modality}: "
-                             f"{', '.join(reports[modality]['failed'])}; {fix}")
+        for label, embed in variants.items():
+            report = compare(reference, embed(pixels, modality), thresholds)
+            if not report["passed"]:
+                raise SpLIPError(f"the {engine}{f' ({label})' if label else ''} failed its parity gate on "
+                                 f"{modality}: {', '.join(report['failed'])}; {fix}")
+            if modality not in reports or report["min_cosine"] < reports[modality]["min_cosine"]:
+                reports[modality] = {**report, "variant": label} if label else report
     return reports

@@ -18,6 +18,7 @@ import numpy as np
 
 from splip_engine.bench_cpu import ENGINE_DIR_ENGINES, BenchEngineDirs
 from splip_engine.runtime.base import Encoder
+from splip_engine.runtime.cpu_features import read_cpu_features
 from splip_engine.runtime.embed_job import peak_rss_mb  # one helper for every report
 
 logger = logging.getLogger(__name__)
@@ -84,8 +85,18 @@ def machine_info(threads: int) -> dict[str, Any]:
         names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                  if line.startswith("model name")]
         cpu = names[0] if names else cpu
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    return {"cpu": cpu, "cpu_flags": read_cpu_features().names(), "cores": os.cpu_count(), "threads": threads,
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+
+def source_commit() -> str | None:
+    """The git commit of the checkout this package runs from (None for an installed wheel), so a
+    results file says which code it measured."""
+    import subprocess
+
+    found = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
+                           capture_output=True, text=True, check=False)
+    return found.stdout.strip() or None if found.returncode == 0 else None
 
 
 def matmul_gflops(threads: int, n: int = 2048, repeats: int = 5) -> dict[str, float]:
@@ -271,10 +282,14 @@ def parity_vs_torch(model, modality: str, embedders: dict[str, Embedder]) -> dic
             for name, r in reports.items()}
 
 
-def encoder_rows(cfg: BenchConfig, model, engine_dirs: BenchEngineDirs | None = None) -> tuple[list[dict], dict[str, float]]:
+def encoder_rows(cfg: BenchConfig, model,
+                 engine_dirs: BenchEngineDirs | None = None) -> tuple[list[dict], dict[str, float]]:
     """Throughput / latency rows for every engine x modality x batch, with ratios vs torch fp32."""
+    from tqdm import tqdm
+
     gmacs = {m: encoder_gmacs(model, m) for m in cfg.modalities}
     rows = []
+    progress = tqdm(total=len(cfg.modalities) * len(cfg.batches), desc="bench encoders", unit="batch size")
     for modality in cfg.modalities:
         embedders = build_embedders(model, modality, cfg.engines, cfg.threads, max(cfg.batches), engine_dirs)
         agreement = parity_vs_torch(model, modality, embedders)
@@ -290,7 +305,9 @@ def encoder_rows(cfg: BenchConfig, model, engine_dirs: BenchEngineDirs | None = 
                              "gflop_per_s": 2 * gmacs[modality] * batch / seconds, "rounds": rounds,
                              "vs_torch_fp32": reference / seconds if reference else None, **agreement[name]})
             logger.info("bench encoders: %s batch %d done", modality, batch)
+            progress.update()
         del embedders
+    progress.close()
     return rows, gmacs
 
 
@@ -359,8 +376,8 @@ def pipeline_rows(cfg: BenchConfig, model, engine_dirs: BenchEngineDirs | None =
     """The embedding job with decoding vs the bare encoder on preprocessed pixels (same batch),
     and end-to-end single-query latency: decode + embed + exact search over `e2e_gallery`; with
     ONNX Runtime fp32 and, where the CPU rows were built, with `auto`'s engine (before / after)."""
-    engines = {"ORT fp32": {m: _EmbedderEncoder(build_embedders(model, m, ("ort_fp32",), cfg.threads)["ort_fp32"], model)
-                            for m in ("photo", "sketch")}}
+    ort = {m: build_embedders(model, m, ("ort_fp32",), cfg.threads)["ort_fp32"] for m in ("photo", "sketch")}
+    engines = {"ORT fp32": {m: _EmbedderEncoder(embed, model) for m, embed in ort.items()}}
     if engine_dirs is not None and engine_dirs.auto is not None:
         engines[f"auto: {engine_dirs.auto_pick}"] = {"photo": engine_dirs.auto, "sketch": engine_dirs.auto}
     rows = []
@@ -399,7 +416,8 @@ def _pipeline_rows_of(cfg: BenchConfig, model, label: str, encoders: dict[str, E
 def render_markdown(results: dict[str, Any]) -> str:
     """The tables of one bench run."""
     m = results["machine"]
-    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads; torch {m['torch']}, "
+    lines = [f"Machine: {m['cpu']} ({', '.join(m.get('cpu_flags', []))}), {m['cores']} cores, "
+             f"{m['threads']} threads; torch {m['torch']}, "
              f"onnxruntime {m['onnxruntime']}. Peak fp32 matmul (2048^2): {results['peak_matmul_gflops']:.0f} GFLOP/s "
              f"(" + ", ".join(f"{k} {v:.0f}" for k, v in results["matmul_gflops"].items()) + ")"
              + (f"; GPU bf16 matmul (8192^3): {results['cuda_bf16_matmul_tflops']:.0f} TFLOP/s (the % column of "
@@ -437,7 +455,7 @@ def run_bench(cfg: BenchConfig, out: str | Path | None = None) -> dict[str, Any]
     from splip_engine.io_utils import write_text_atomic
 
     start = time.perf_counter()
-    results: dict[str, Any] = {"config": asdict(cfg), "machine": machine_info(cfg.threads),
+    results: dict[str, Any] = {"config": asdict(cfg), "commit": source_commit(), "machine": machine_info(cfg.threads),
                                "matmul_gflops": matmul_gflops(cfg.threads)}
     results["peak_matmul_gflops"] = max(results["matmul_gflops"].values())
     if any(name.startswith(("torch_cuda", "ort_cuda")) for name in cfg.engines):

@@ -88,7 +88,8 @@ class BenchEngineDirs:
         from splip_engine.optional import import_nncf, import_openvino
 
         nncf, ov = import_nncf(), import_openvino()
-        spec = PreprocessSpec(image_size=self.image_size, mean=tuple(OPENAI_DATASET_MEAN), std=tuple(OPENAI_DATASET_STD))
+        spec = PreprocessSpec(image_size=self.image_size, mean=tuple(OPENAI_DATASET_MEAN),
+                              std=tuple(OPENAI_DATASET_STD))
         pixels = read_calibration(calibration_sources(self.calibration), spec, count=DOCS_CALIBRATION).pixels[modality]
         dataset = nncf.Dataset([pixels[i:i + 1] for i in range(len(pixels))])
         return nncf.quantize(ov.Core().read_model(str(self.fp32 / f"{modality}.onnx")), dataset)

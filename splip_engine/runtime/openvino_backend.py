@@ -5,13 +5,14 @@ Hints as the ONNX Runtime backend's: one stream using every core (PERFORMANCE_HI
 request at a time per engine), threads as given (0: OpenVINO's default, one per core), and the
 inference precision set explicitly: OpenVINO's own default is bf16 on a bf16 CPU, which a user
 asking for f32 must not get silently. Every engine passes its parity gate at load: the probe batch
-through the compiled model vs the fp32 PyTorch model from the engine's checkpoint/, with the
+through each compiled shape (STATIC_BATCHES, batch_size and the dynamic batch) vs the fp32 PyTorch model from the engine's checkpoint/, with the
 precision's bounds (export.parity), refused with its numbers when it fails; int8 on the export's
 held-out calibration images instead, with the export's int8_static bounds.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,12 @@ from splip_engine.runtime.cpu_features import CpuFeatures, read_cpu_features
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("f32", "bf16", "int8")
+STATIC_BATCHES = (1,)
+"""Batch sizes compiled with a static input shape besides batch_size (any other size runs on the
+dynamic-batch model): with the shape known ahead OpenVINO's CPU plugin picks its blocking once.
+Measured on the ViT-B/32 sketch tower in bf16, static vs dynamic p50: batch 1 19.6 vs 21.8 ms, 16
+119.5 vs 127.6 ms, 32 244 vs 269 ms (benchmarks/RESULTS.md, issue 19). Each shape is a compiled
+model of its own (weights included): three per tower."""
 F32_BOUNDS = {"max_abs_diff": 1e-3, "min_cosine": 0.9999}
 """OpenVINO f32 vs PyTorch: same math, other kernels and fusions (its GELU / LayerNorm / MHA
 kernels reorder float32 sums); measured 1e-5..2e-4 max |diff| on tiny and ViT-B/32."""
@@ -42,6 +49,11 @@ def default_precision(manifest: dict[str, Any], features: CpuFeatures) -> str:
     if openvino_graphs(manifest):
         return "int8"
     return "bf16" if features.bf16 else "f32"
+
+
+def _infer(request, pixels: np.ndarray) -> np.ndarray:
+    request.infer({0: pixels}, share_inputs=True)
+    return np.array(request.get_output_tensor(0).data, dtype=np.float32)
 
 
 class OpenVinoEncoder(Encoder):
@@ -68,17 +80,25 @@ class OpenVinoEncoder(Encoder):
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         core = ov.Core()
-        self.requests = {}
-        for modality, path in graphs.items():
-            try:
-                compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
-            except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own
-                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise SpLIPError(f"cannot load {path} with OpenVINO ({reason}): the file is missing, damaged or not "
-                                 "an engine graph; re-export the engine") from e
-            self.requests[modality] = compiled.create_infer_request()
+        self.requests = {modality: self._compile(core, path, config) for modality, path in graphs.items()}
         self.parity: dict[str, dict] = {}
         self._gate(engine_dir)
+
+    def _compile(self, core, path: Path, config: dict[str, Any]) -> dict[int | None, Any]:
+        """Infer requests of `path`: None -> the dynamic-batch model, rows -> a static (rows, 3, S, S)
+        model for each of STATIC_BATCHES and batch_size."""
+        try:
+            model = core.read_model(str(path))
+            requests = {None: core.compile_model(model, "CPU", config).create_infer_request()}
+            for rows in sorted({*STATIC_BATCHES, self.batch_size}):
+                static = model.clone()
+                static.reshape([rows, 3, self.image_size, self.image_size])
+                requests[rows] = core.compile_model(static, "CPU", config).create_infer_request()
+        except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise SpLIPError(f"cannot load {path} with OpenVINO ({reason}): the file is missing, damaged or not "
+                             "an engine graph; re-export the engine") from e
+        return requests
 
     @staticmethod
     def _graph_files(engine_dir: Path, manifest: dict[str, Any], precision: str) -> dict[str, Path]:
@@ -104,7 +124,9 @@ class OpenVinoEncoder(Encoder):
         model = load_checkpoint(engine_dir / "checkpoint").eval()
         bounds = F32_BOUNDS if self.precision == "f32" else parity.resolve_thresholds(
             "int8_static" if self.precision == "int8" else "bf16")
-        self.parity = parity.gate_engine(self.embed_pixels, model, self.image_size, bounds,
+        shapes = {"dynamic batch" if rows is None else f"static batch {rows}": self._shape_embedder(rows)
+                  for rows in self.requests[MODALITIES[0]]}
+        self.parity = parity.gate_engine(shapes, model, self.image_size, bounds,
                                          f"OpenVINO {self.precision} engine of {engine_dir}",
                                          "use another precision or backend", self._gate_images(engine_dir))
         logger.info("openvino %s engine: parity %s", self.precision, self.parity)
@@ -121,10 +143,21 @@ class OpenVinoEncoder(Encoder):
                              "re-export it with `splip-engine export --int8 --calibration DIR`")
         return read_held_out(engine_dir / HELD_OUT_FILE)
 
+    def _shape_embedder(self, rows: int | None) -> Callable[[np.ndarray, str], np.ndarray]:
+        """embed_pixels through one compiled shape only (zero rows pad the last chunk): the gate checks each."""
+        def embed(pixels: np.ndarray, modality: str) -> np.ndarray:
+            step, out = rows or len(pixels), []
+            for start in range(0, len(pixels), step):
+                chunk = pixels[start:start + step]
+                padding = np.zeros((step - len(chunk), *chunk.shape[1:]), dtype=chunk.dtype)
+                out.append(_infer(self.requests[modality][rows], np.concatenate([chunk, padding]))[:len(chunk)])
+            return np.concatenate(out)
+
+        return embed
+
     def _embed_impl(self, pixels: np.ndarray, modality: str) -> np.ndarray:
-        request = self.requests[modality]
-        request.infer({0: pixels}, share_inputs=True)
-        return np.array(request.get_output_tensor(0).data, dtype=np.float32)
+        requests = self.requests[modality]
+        return _infer(requests.get(len(pixels), requests[None]), pixels)
 
     def close(self) -> None:
         self.requests.clear()

@@ -69,6 +69,43 @@ def test_a_failing_gate_refuses_the_engine_with_its_numbers(tiny_engine_dir, mon
         load_engine(tiny_engine_dir, backend="openvino", device="cpu", precision="f32")
 
 
+def test_batch_1_and_batch_size_run_on_static_shapes_and_other_sizes_on_the_dynamic_model(tiny_engine_dir):
+    class Spy:  # an infer request that records the batch sizes it ran
+        def __init__(self, request):
+            self.request, self.rows = request, []
+
+        def infer(self, inputs, **kwargs):
+            self.rows.append(len(inputs[0]))
+            return self.request.infer(inputs, **kwargs)
+
+        def get_output_tensor(self, index):
+            return self.request.get_output_tensor(index)
+
+    with load_engine(tiny_engine_dir, backend="openvino", device="cpu", precision="f32", batch_size=4) as engine:
+        compiled = engine.requests["sketch"]
+        assert sorted(compiled, key=str) == [1, 4, None]
+        assert [tuple(compiled[rows].get_input_tensor(0).shape) for rows in (1, 4)] == [(1, 3, 32, 32), (4, 3, 32, 32)]
+        spies = {rows: Spy(request) for rows, request in compiled.items()}
+        engine.requests["sketch"] = spies
+        for rows in (1, 4, 3, 9):  # 9: chunks of 4, 4 and 1
+            engine.embed_pixels(np.zeros((rows, 3, 32, 32), dtype=np.float32), "sketch")
+        assert {rows: spy.rows for rows, spy in spies.items()} == {1: [1, 1], 4: [4, 4, 4], None: [3]}
+
+
+def test_the_gate_checks_every_compiled_shape(tiny_engine_dir, monkeypatch):
+    """A static batch-1 model that goes wrong is refused, although the probe batch alone (40 rows,
+    in chunks of 32 and 8) would never run it."""
+    infer = openvino_backend._infer
+
+    def wrong_for_one_row(request, pixels):
+        out = infer(request, pixels)
+        return out[:, ::-1].copy() if len(pixels) == 1 else out
+
+    monkeypatch.setattr(openvino_backend, "_infer", wrong_for_one_row)
+    with pytest.raises(SpLIPError, match=r"OpenVINO f32 engine of .* \(static batch 1\) failed its parity gate on sketch"):
+        load_engine(tiny_engine_dir, backend="openvino", device="cpu", precision="f32")
+
+
 def test_an_avx2_only_cpu_never_gets_bf16(tiny_engine_dir, avx2_cpu, cache):
     features = cpu_features.read_cpu_features()
     assert features.model == "AMD EPYC 7B12 (faked)" and not features.bf16 and features.names() == ["AVX2"]
