@@ -4,7 +4,7 @@
 # ZS / GZS mAP@all with every CPU variant (SPLIP_CPU_ENGINE picks the variant under --backend auto).
 # Usage: benchmarks/cpu_precisions_demo.sh DEMO_OUT WORK_DIR   (DEMO_OUT from `splip-engine demo`)
 set -euo pipefail
-DEMO=$1; WORK=$2; SPLIP=${SPLIP:-splip-engine}
+DEMO=$1; WORK=$2; SPLIP=${SPLIP:-splip-engine}  # PYTHON: the interpreter with splip_engine (default python)
 CKPT="$DEMO/runs/seed0/checkpoint"
 mkdir -p "$WORK"
 [ -f "$WORK/fp32/manifest.json" ] || $SPLIP export --checkpoint "$CKPT" --out "$WORK/fp32"
@@ -21,4 +21,18 @@ run ov_bf16 "$WORK/fp32" auto openvino:bf16
 run ort_int8_dynamic "$WORK/int8d" auto onnxruntime
 run ort_int8_static "$WORK/int8s" auto onnxruntime
 run ov_int8 "$WORK/int8s" auto openvino:int8
+${PYTHON:-python} - "$WORK" "$*" <<'PY'  # the rows with the commit and this CPU: $WORK/cpu_precisions_demo.json
+import json, subprocess, sys
+from pathlib import Path
+from splip_engine.runtime.cpu_features import read_cpu_features
+work, args = Path(sys.argv[1]), sys.argv[2]
+names = ["torch_fp32", "ort_fp32", "ov_f32", "ov_bf16", "ort_int8_dynamic", "ort_int8_static", "ov_int8"]
+rows = {n: {f"{m}_map_all": json.loads((work / f"{n}.json").read_text())[m]["map_all"] for m in ("zs", "gzs")}
+        for n in names}
+features = read_cpu_features()
+commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+(work / "cpu_precisions_demo.json").write_text(json.dumps({
+    "issue": 19, "commit": commit, "cpu_model": features.model, "cpu_flags": features.names(),
+    "command": f"benchmarks/cpu_precisions_demo.sh {args}", "rows": rows}, indent=2) + "\n")
+PY
 echo done > "$WORK/done"

@@ -13,11 +13,16 @@ import click
               help="The CPU engine table at batch 1/16/64: torch, ONNX Runtime fp32 / int8 dynamic / int8 static, "
                    "OpenVINO f32 / bf16 / int8, what `auto` picks here, and the peers (our ONNX in OpenVINO with no "
                    "settings, NNCF int8 as OpenVINO's docs show); the embedding job with ORT fp32 and with auto.")
+@click.option("--engines", default=None, metavar="NAMES",
+              help="Comma-separated subset of the table's encoder rows (e.g. --cpu --engines torch_fp32,ort_fp32,auto); "
+                   "fewer engines in one process: less memory and machine noise.")
+@click.option("--rounds", default=None, type=click.IntRange(min=1),
+              help="Timed rounds per engine at batch > 1 (batch 1: 4x as many); default: the table's.")
 @click.option("--out", default="bench_results", show_default=True, type=click.Path(),
               help="Directory for results.json and results.md.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="Threads for every engine.")
 @click.option("--clip-model", default="ViT-B-32", show_default=True, help="Encoder to measure (random weights).")
-def command(quick, gpu, cpu_engines, out, threads, clip_model):
+def command(quick, gpu, cpu_engines, engines, rounds, out, threads, clip_model):
     """Measure encoder throughput / latency per backend and batch (ratios vs PyTorch eager fp32 from
     the same run), search latency and recall vs gallery size, the embedding job with decoding and
     end-to-end query latency; print the tables and write them as JSON and Markdown.
@@ -26,7 +31,8 @@ def command(quick, gpu, cpu_engines, out, threads, clip_model):
     Example:
       splip-engine bench --quick
       splip-engine bench --out benchmarks/results --threads 2
-      splip-engine bench --cpu --out cpu_results       # which CPU engine is fastest here, and by how much
+      splip-engine bench --cpu --out cpu_results       # which CPU engine is fastest here, and by how much (16 GiB)
+      splip-engine bench --cpu --engines openvino_user_default,auto --rounds 12   # ours vs OpenVINO as-is
       splip-engine bench --gpu --out gpu_results     # on a CUDA machine (device-resident: benchmarks/gpu_suite.py)
     """
     import dataclasses
@@ -43,6 +49,13 @@ def command(quick, gpu, cpu_engines, out, threads, clip_model):
             raise SpLIPError("--gpu needs a CUDA GPU and none is visible; run `splip-engine bench --quick` on CPU")
     cfg = BenchConfig.gpu() if gpu else BenchConfig.quick() if quick else BenchConfig.cpu() if cpu_engines else BenchConfig()
     cfg = dataclasses.replace(cfg, threads=threads, clip_model=clip_model)
+    if engines:
+        unknown = sorted(set(engines.split(",")) - set(cfg.engines))
+        if unknown:
+            raise SpLIPError(f"--engines {','.join(unknown)}: not rows of this table; choose from {','.join(cfg.engines)}")
+        cfg = dataclasses.replace(cfg, engines=tuple(e for e in cfg.engines if e in engines.split(",")))
+    if rounds:
+        cfg = dataclasses.replace(cfg, rounds=rounds, latency_rounds=4 * rounds)
     results = run_bench(cfg, out)
     click.echo(render_markdown(results))
     click.echo(f"wrote {out}/results.json and {out}/results.md")
