@@ -144,9 +144,9 @@ def quantize_openvino(graph, pixels: np.ndarray):
     on `pixels`: NNCF's transformer scheme (what it keeps in float), symmetric activations (the
     PERFORMANCE preset: the CPU's int8 kernels take no zero points) and no SmoothQuant. Measured on
     the ViT-B/32 sketch tower vs NNCF's defaults (the docs' flow), batch 16, held-out min cosine /
-    top-10 vs torch fp32: 0.98x the speed, 0.99976 / 1.0 vs 0.9988 / 0.86 (defaults fail the int8
-    gate); with SmoothQuant on, 0.99963 on held-out images but 0.888 on the synthetic probe, and
-    the default MIXED preset is 0.92x (benchmarks/RESULTS.md, "NNCF settings")."""
+    top-10 vs torch fp32: 1.01x the speed, 0.99976 / 1.0 vs 0.99881 / 0.86 (defaults fail the int8
+    gate); with SmoothQuant on, 0.99960 on held-out images but 0.886 on the synthetic probe; the
+    transformer scheme's own MIXED preset is 0.91x (benchmarks/bench_nncf_settings.py)."""
     ov = import_openvino()
     nncf = import_nncf()
     model = ov.Core().read_model(graph.SerializeToString())

@@ -14,8 +14,8 @@ import click
                    "OpenVINO f32 / bf16 / int8, what `auto` picks here, and the peers (our ONNX in OpenVINO with no "
                    "settings, NNCF int8 as OpenVINO's docs show); the embedding job with ORT fp32 and with auto.")
 @click.option("--engines", default=None, metavar="NAMES",
-              help="Comma-separated subset of the table's encoder rows (e.g. --cpu --engines torch_fp32,ort_fp32,auto); "
-                   "fewer engines in one process: less memory and machine noise.")
+              help="Comma-separated subset of the table's encoder rows (e.g. --cpu --engines "
+                   "torch_fp32,ort_fp32,auto); fewer engines in one process: less memory and machine noise.")
 @click.option("--rounds", default=None, type=click.IntRange(min=1),
               help="Timed rounds per engine at batch > 1 (batch 1: 4x as many); default: the table's.")
 @click.option("--out", default="bench_results", show_default=True, type=click.Path(),
@@ -31,7 +31,7 @@ def command(quick, gpu, cpu_engines, engines, rounds, out, threads, clip_model):
     Example:
       splip-engine bench --quick
       splip-engine bench --out benchmarks/results --threads 2
-      splip-engine bench --cpu --out cpu_results       # which CPU engine is fastest here, and by how much (16 GiB)
+      splip-engine bench --cpu --out cpu_results       # every CPU engine side by side (up to 22 GiB of memory)
       splip-engine bench --cpu --engines openvino_user_default,auto --rounds 12   # ours vs OpenVINO as-is
       splip-engine bench --gpu --out gpu_results     # on a CUDA machine (device-resident: benchmarks/gpu_suite.py)
     """
@@ -47,12 +47,14 @@ def command(quick, gpu, cpu_engines, engines, rounds, out, threads, clip_model):
 
         if not torch.cuda.is_available():
             raise SpLIPError("--gpu needs a CUDA GPU and none is visible; run `splip-engine bench --quick` on CPU")
-    cfg = BenchConfig.gpu() if gpu else BenchConfig.quick() if quick else BenchConfig.cpu() if cpu_engines else BenchConfig()
+    presets = {"gpu": gpu, "quick": quick, "cpu": cpu_engines}
+    cfg = next((getattr(BenchConfig, name)() for name, chosen in presets.items() if chosen), BenchConfig())
     cfg = dataclasses.replace(cfg, threads=threads, clip_model=clip_model)
     if engines:
         unknown = sorted(set(engines.split(",")) - set(cfg.engines))
         if unknown:
-            raise SpLIPError(f"--engines {','.join(unknown)}: not rows of this table; choose from {','.join(cfg.engines)}")
+            raise SpLIPError(f"--engines {','.join(unknown)}: not rows of this table; "
+                             f"choose from {','.join(cfg.engines)}")
         cfg = dataclasses.replace(cfg, engines=tuple(e for e in cfg.engines if e in engines.split(",")))
     if rounds:
         cfg = dataclasses.replace(cfg, rounds=rounds, latency_rounds=4 * rounds)

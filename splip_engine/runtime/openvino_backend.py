@@ -5,9 +5,10 @@ Hints as the ONNX Runtime backend's: one stream using every core (PERFORMANCE_HI
 request at a time per engine), threads as given (0: OpenVINO's default, one per core), and the
 inference precision set explicitly: OpenVINO's own default is bf16 on a bf16 CPU, which a user
 asking for f32 must not get silently. Every engine passes its parity gate at load: the probe batch
-through each compiled shape (STATIC_BATCHES and the dynamic batch) vs the fp32 PyTorch model from the engine's checkpoint/, with the
-precision's bounds (export.parity), refused with its numbers when it fails; int8 on the export's
-held-out calibration images instead, with the export's int8_static bounds.
+through each compiled shape (STATIC_BATCHES and the dynamic batch) vs the fp32 PyTorch model from
+the engine's checkpoint/, with the precision's bounds (export.parity), refused with its numbers when
+it fails; int8 on the export's held-out calibration images instead, with the export's int8_static
+bounds.
 """
 from __future__ import annotations
 

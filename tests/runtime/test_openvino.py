@@ -101,7 +101,8 @@ def test_the_gate_checks_every_compiled_shape(tiny_engine_dir, monkeypatch):
         return out[:, ::-1].copy() if len(pixels) == 1 else out
 
     monkeypatch.setattr(openvino_backend, "_infer", wrong_for_one_row)
-    with pytest.raises(SpLIPError, match=r"OpenVINO f32 engine of .* \(static batch 1\) failed its parity gate on sketch"):
+    with pytest.raises(SpLIPError,
+                       match=r"OpenVINO f32 engine of .* \(static batch 1\) failed its parity gate on sketch"):
         load_engine(tiny_engine_dir, backend="openvino", device="cpu", precision="f32")
 
 
