@@ -169,8 +169,7 @@ class Server:
         self.url = f"http://127.0.0.1:{match.group(1)}"
         while httpx.get(f"{self.url}/v2/health/ready", headers=auth()).status_code != 200:
             time.sleep(0.1)
-        chosen = re.search(r"backend=auto on cpu.*", log_path.read_text())
-        self.engine = chosen.group(0) if chosen else backend  # auto's info line: its pick and numbers
+        self.engine = backend if backend != "auto" else auto_decision(work / "auto-cache")
 
     def cpu_seconds(self) -> float:
         """User + system CPU the server process has used so far."""
@@ -181,6 +180,12 @@ class Server:
         self.proc.terminate()
         self.proc.wait(60)
         self.log.close()
+
+
+def auto_decision(cache: Path) -> str:
+    """What `serve --backend auto` picked on this CPU, from its decision cache: "auto: BACKEND PRECISION"."""
+    decisions = [d for f in sorted(cache.glob("cpu-auto-*.json")) for d in json.loads(f.read_text()).values()]
+    return "auto: " + ", ".join(f"{d['backend']} {d['precision']}" for d in decisions)
 
 
 def auth() -> dict[str, str]:
