@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from splip_engine.errors import SpLIPError
 from splip_engine.runtime.base import Encoder
 from splip_engine.runtime.cpu_features import read_cpu_features
 
@@ -56,7 +57,7 @@ class BenchEngineDirs:
         for out, extra in ((self.fp32, {}), (self.int8_static, {"int8": True, "calibration": self.calibration})):
             report = export_engines(model, out, **extra)
             if report.errors:
-                raise RuntimeError(f"bench engine export into {out} failed: {'; '.join(report.errors)}")
+                raise SpLIPError(f"bench engine export into {out} failed: {'; '.join(report.errors)}")
 
     def embedder(self, name: str, modality: str) -> Embedder:
         """The embedder of one ENGINE_DIR_ENGINES row for `modality`'s tower."""
