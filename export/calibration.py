@@ -167,10 +167,12 @@ def openvino_ir(model) -> tuple[bytes, bytes]:
         return xml.read_bytes(), xml.with_suffix(".bin").read_bytes()
 
 
-def openvino_embedder(model, precision_hint: str = "f32"):
-    """pixels (n, 3, S, S) -> (n, D) through an openvino.Model compiled on CPU (the export gate)."""
+def openvino_embedder(model, precision_hint: str | None = "f32"):
+    """pixels (n, 3, S, S) -> (n, D) through an openvino.Model (or a model file) compiled on CPU (the
+    export gate); precision_hint None compiles with OpenVINO's defaults, as a user would."""
     ov = import_openvino()
-    request = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision_hint}).create_infer_request()
+    config = {} if precision_hint is None else {"INFERENCE_PRECISION_HINT": precision_hint}
+    request = ov.Core().compile_model(model, "CPU", config).create_infer_request()
 
     def embed(pixels: np.ndarray) -> np.ndarray:
         request.infer({0: pixels})

@@ -90,13 +90,20 @@ def machine_info(threads: int) -> dict[str, Any]:
 
 
 def source_commit() -> str | None:
-    """The git commit of the checkout this package runs from (None for an installed wheel), so a
-    results file says which code it measured."""
+    """The git commit of the checkout this package runs from (None for an installed wheel, also
+    one inside another repository's tree), so a results file says which code it measured."""
     import subprocess
 
-    found = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
-                           capture_output=True, text=True, check=False)
-    return found.stdout.strip() or None if found.returncode == 0 else None
+    checkout = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        found = subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True, check=False)
+        return found.stdout.strip() if found.returncode == 0 else ""
+
+    top = git("rev-parse", "--show-toplevel")
+    if not top or Path(top).resolve() != checkout:
+        return None
+    return git("rev-parse", "HEAD") or None
 
 
 def matmul_gflops(threads: int, n: int = 2048, repeats: int = 5) -> dict[str, float]:

@@ -8,18 +8,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from splip_engine.errors import SpLIPError
 from splip_engine.runtime.base import Encoder
 from splip_engine.runtime.cpu_features import read_cpu_features
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from splip_engine.export.parity import Embedder
 
-Embedder = Callable[[np.ndarray], np.ndarray]
+logger = logging.getLogger(__name__)
 
 CPU_ENGINES = ("torch_fp32", "ort_fp32", "ort_int8", "ort_int8_static", "openvino_user_default", "openvino_f32",
                "openvino_bf16", "openvino_int8", "nncf_int8_as_docs", "auto")
@@ -61,12 +61,13 @@ class BenchEngineDirs:
 
     def embedder(self, name: str, modality: str) -> Embedder:
         """The embedder of one ENGINE_DIR_ENGINES row for `modality`'s tower."""
+        from splip_engine.export.calibration import openvino_embedder
         from splip_engine.runtime import load_engine
 
-        if name == "openvino_user_default":
-            return _openvino_as_is(str(self.fp32 / f"{modality}.onnx"))
+        if name == "openvino_user_default":  # compiled with no settings, as a user would
+            return openvino_embedder(str(self.fp32 / f"{modality}.onnx"), None)
         if name == "nncf_int8_as_docs":
-            return _openvino_as_is(self._nncf_as_docs(modality))
+            return openvino_embedder(self._nncf_as_docs(modality), None)
         if name == "auto":
             with _deciding_afresh(self.workdir / "auto-cache"):
                 encoder = self.auto = load_engine(self.fp32, device="cpu")
@@ -113,16 +114,3 @@ def _deciding_afresh(cache: Path) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def _openvino_as_is(model) -> Embedder:
-    """`model` (a path or openvino.Model) compiled on CPU with no settings: what a user would run."""
-    from splip_engine.optional import import_openvino
-
-    request = import_openvino().Core().compile_model(model, "CPU").create_infer_request()
-
-    def embed(pixels: np.ndarray) -> np.ndarray:
-        request.infer({0: pixels})
-        return np.array(request.get_output_tensor(0).data, dtype=np.float32)
-
-    return embed

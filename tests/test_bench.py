@@ -6,11 +6,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from splip_engine.bench import BenchConfig, compiled_torch_embedder, run_bench
+from splip_engine.cli import main
 from splip_engine.export.parity import torch_embedder
 
 
@@ -74,3 +78,19 @@ def test_cpu_table_has_every_cpu_engine_and_the_embed_job_before_and_after(tmp_p
     assert "ORT fp32" in cases[0] and auto.pop()[6:-1] in cases[2]  # before, then after with auto's pick
     assert all(r["img_per_s"] > 0 for r in results["pipeline"] if "img_per_s" in r)
     assert os.environ["SPLIP_CPU_ENGINE"] == "openvino:f32"  # dropped only while auto decided
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    assert results["commit"] == head.stdout.strip()  # the results say which code they measured
+    assert results["machine"]["cpu_flags"] == read_cpu_features().names()
+
+
+def test_bench_engines_and_rounds_pick_rows_and_unknown_names_are_refused(monkeypatch):
+    seen = []
+    monkeypatch.setattr("splip_engine.bench.run_bench", lambda cfg, out: seen.append(cfg) or {})
+    monkeypatch.setattr("splip_engine.bench.render_markdown", lambda results: "")
+    result = CliRunner().invoke(main, ["bench", "--cpu", "--engines", "auto,ort_fp32", "--rounds", "3"])
+    assert result.exit_code == 0, result.output
+    assert (seen[0].engines, seen[0].rounds, seen[0].latency_rounds, seen[0].batches) == \
+        (("ort_fp32", "auto"), 3, 12, (1, 16, 64))  # table order kept, the --cpu preset otherwise
+    refused = CliRunner().invoke(main, ["bench", "--cpu", "--engines", "auto,openvino_fp64"])
+    assert refused.exit_code == 2 and "--engines openvino_fp64: not rows of this table" in refused.output
+    assert len(seen) == 1

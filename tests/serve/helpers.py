@@ -1,12 +1,16 @@
 """Serve test helpers: sketch PNGs, the Python API reference, a real uvicorn server on 127.0.0.1
-(a free port, in a background thread, always shut down) and a gated encoder."""
+(a free port, in a background thread, always shut down), a real `serve` process and a gated encoder."""
 from __future__ import annotations
 
 import contextlib
 import io
+import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -22,6 +26,42 @@ def make_png(seed: int, size: tuple[int, int] = (48, 40)) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server process that must be told its port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_process(args: list[str], log: Path, ready: Callable[[], bool],
+                  timeout: float = 60.0) -> Iterator[subprocess.Popen]:
+    """`python -m splip_engine serve ARGS` with its output in `log` (a file, not a pipe: a full pipe
+    would block the server's logging); yields the process once `ready()` is true (an exception
+    from it means not yet), and stops it on exit unless the test already has."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "splip_engine", "serve", *args], stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert proc.poll() is None, f"serve exited early:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"serve did not become ready in {timeout:.0f} s"
+            with contextlib.suppress(Exception):  # refused connection, no JSON yet, ...: not up yet
+                if ready():
+                    break
+            time.sleep(0.2)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
 
 
 def reference_search(encoder, index, images: list[bytes], k: int, modality: str = "sketch"):

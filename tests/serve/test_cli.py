@@ -4,9 +4,6 @@ engine is refused before serving."""
 from __future__ import annotations
 
 import signal
-import socket
-import subprocess
-import sys
 import time
 
 import httpx
@@ -17,36 +14,18 @@ from click.testing import CliRunner
 from splip_engine.cli import main
 from splip_engine.index import GalleryIndex
 
-from .helpers import reference_search
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from .helpers import free_port, reference_search, serve_process
 
 
 @pytest.mark.slow  # a fresh Python process importing torch, open_clip, faiss: ~10 s
 def test_serve_command_answers_searches_reloads_on_sighup_and_stops_on_sigterm(
         tiny_checkpoint, tiny_encoder, gallery_index, sketches, tmp_path):
     index_dir = gallery_index.save(tmp_path / "index")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "splip_engine", "serve", "--engine", str(tiny_checkpoint), "--index", str(index_dir),
-         "--port", str(port), "--backend", "torch", "--device", "cpu", "--max-wait-ms", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    port, log = free_port(), tmp_path / "serve.log"
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"serve exited early:\n{proc.stdout.read()}"
-            assert time.monotonic() < deadline, "serve did not come up in 60 s"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    with serve_process(["--engine", str(tiny_checkpoint), "--index", str(index_dir), "--port", str(port), "--backend",
+                        "torch", "--device", "cpu", "--max-wait-ms", "1"], log,
+                       lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200) as proc:
         response = httpx.post(f"{url}/search", files={"image": ("s.png", sketches[3], "image/png")},
                               data={"k": "4"}, timeout=20)
         assert response.status_code == 200, response.text
@@ -66,12 +45,7 @@ def test_serve_command_answers_searches_reloads_on_sighup_and_stops_on_sigterm(
         proc.send_signal(signal.SIGTERM)
         # uvicorn drains, runs the app's shutdown, then re-raises SIGTERM so the exit status says why
         assert proc.wait(timeout=40) in (0, -signal.SIGTERM)
-        assert "Application shutdown complete" in proc.stdout.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        proc.stdout.close()
+        assert "Application shutdown complete" in log.read_text()
 
 
 def test_index_of_another_engine_is_refused(tiny_checkpoint, tmp_path):

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import numpy as np
@@ -19,15 +15,9 @@ from click.testing import CliRunner
 from splip_engine.cli import main
 from splip_engine.index import StoreWriter, build_index, open_store
 
-from .helpers import make_png
+from .helpers import free_port, make_png, serve_process
 
 TOKEN = "cli-grpc-token-0123456789abcdef"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_non_loopback_grpc_without_token_is_refused(tiny_checkpoint, tmp_path):
@@ -52,26 +42,13 @@ def test_serve_command_speaks_grpc_with_metadata(tiny_checkpoint, tiny_encoder, 
                              "json": [json.dumps({"n": n}) for n in range(40)]})
     build_index(open_store(tmp_path / "store"), tmp_path / "index", "flat")
     (tmp_path / "token").write_text(TOKEN)
-    port, grpc_port = _free_port(), _free_port()
-    log = (tmp_path / "serve.log").open("w")  # a file, not a pipe: a full pipe would block the server's logging
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "splip_engine", "serve", "--engine", str(tiny_checkpoint), "--index",
-         str(tmp_path / "index"), "--store", str(tmp_path / "store"), "--port", str(port), "--grpc-port",
-         str(grpc_port), "--auth-token-file", str(tmp_path / "token"), "--backend", "torch", "--device", "cpu",
-         "--max-wait-ms", "1"], stdout=log, stderr=subprocess.STDOUT, text=True)
+    port, grpc_port, log = free_port(), free_port(), tmp_path / "serve.log"
     auth = {"authorization": f"Bearer {TOKEN}"}
-    try:
-        client = tritongrpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"serve exited early:\n{(tmp_path / 'serve.log').read_text()}"
-            assert time.monotonic() < deadline, "serve did not come up in 60 s"
-            try:
-                if client.is_server_ready(headers=auth, client_timeout=10):
-                    break
-            except InferenceServerException:
-                pass
-            time.sleep(0.2)
+    client = tritongrpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    args = ["--engine", str(tiny_checkpoint), "--index", str(tmp_path / "index"), "--store", str(tmp_path / "store"),
+            "--port", str(port), "--grpc-port", str(grpc_port), "--auth-token-file", str(tmp_path / "token"),
+            "--backend", "torch", "--device", "cpu", "--max-wait-ms", "1"]
+    with serve_process(args, log, lambda: client.is_server_ready(headers=auth, client_timeout=10)) as proc:
         image = make_png(9)
         tensor = tritongrpc.InferInput("image", [1], "BYTES")
         tensor.set_data_from_numpy(np.array([image], dtype=object))
@@ -89,12 +66,7 @@ def test_serve_command_speaks_grpc_with_metadata(tiny_checkpoint, tiny_encoder, 
         client.close()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=40) in (0, -signal.SIGTERM)
-        lines = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines() if line.startswith('{"ts"')]
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith('{"ts"')]
         grpc_lines = [line for line in lines if line["path"] == "/inference.GRPCInferenceService/ModelInfer"]
         assert [(line["status"], line["grpc_status"]) for line in grpc_lines] == [(200, "OK"), (401, "UNAUTHENTICATED")]
         assert grpc_lines[0]["images"] == 1 and grpc_lines[0]["index_version"] == 1
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()

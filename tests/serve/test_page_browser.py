@@ -9,9 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .helpers import reference_search
+from .helpers import free_port, reference_search, serve_process
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [pytest.mark.slow,  # two `serve` processes and a browser: about 40 s on 2 quiet cores
@@ -34,44 +31,20 @@ STAR = [(0.50, 0.10), (0.62, 0.40), (0.92, 0.42), (0.68, 0.62), (0.78, 0.92), (0
 STROKES = [STAR, [(0.50, 0.30), (0.50, 0.55)], [(0.40, 0.45), (0.60, 0.45)]]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serving(engine_dir: Path, index_dir: Path, log: Path, token_file: Path | None = None) -> Iterator[str]:
     """`splip-engine serve` in a subprocess on a free 127.0.0.1 port; yields its URL once ready."""
-    port = _free_port()
-    command = [sys.executable, "-m", "splip_engine", "serve", "--engine", str(engine_dir), "--index", str(index_dir),
-               "--port", str(port), "--backend", "onnxruntime", "--device", "cpu", "--max-wait-ms", "1"]
+    port = free_port()
+    args = ["--engine", str(engine_dir), "--index", str(index_dir), "--port", str(port), "--backend", "onnxruntime",
+            "--device", "cpu", "--max-wait-ms", "1"]
     headers = {}
     if token_file is not None:
-        command += ["--auth-token-file", str(token_file)]
+        args += ["--auth-token-file", str(token_file)]
         headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
     url = f"http://127.0.0.1:{port}"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, f"serve exited early:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, "serve did not become ready in 90 s"
-            try:
-                if httpx.get(f"{url}/healthz", headers=headers, timeout=2).json().get("ready"):
-                    break
-            except (httpx.TransportError, ValueError):
-                pass
-            time.sleep(0.2)
+    with serve_process(args, log, lambda: httpx.get(f"{url}/healthz", headers=headers, timeout=2).json().get("ready"),
+                       timeout=90):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
